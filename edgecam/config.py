@@ -1,0 +1,277 @@
+"""Typed configuration: one pydantic model tree, loaded from YAML in one place.
+
+Every section forbids unknown keys, so a typo such as ``mqtt.prot`` fails at
+start-up with a message naming the key path and the file instead of being
+silently ignored. ``load_config`` is the only function that reads the file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgecam.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackoffConfig(_Section):
+    """Capped, jittered exponential backoff used for every retry loop."""
+
+    initial_s: float = Field(0.5, gt=0, le=60)
+    max_s: float = Field(30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> "BackoffConfig":
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be >= initial_s")
+        return self
+
+
+class Picamera2Config(_Section):
+    use_lores: bool = True
+    lores_width: int = Field(320, ge=64, le=4096)
+    lores_height: int = Field(240, ge=64, le=4096)
+
+
+class SourceConfig(_Section):
+    # "demo", a device index ("0"), a file path, or an rtsp/http URL; or "picamera2".
+    uri: str = "demo"
+    type: Literal["auto", "demo", "opencv", "picamera2"] = "auto"
+    width: Optional[int] = Field(640, ge=16, le=8192)
+    height: Optional[int] = Field(480, ge=16, le=8192)
+    fps: Optional[float] = Field(30.0, gt=0, le=240)
+    fourcc: Optional[str] = None
+    pace: bool = True
+    loop: bool = True
+    read_timeout_s: float = Field(5.0, gt=0, le=120)
+    backoff: BackoffConfig = BackoffConfig()
+    picamera2: Picamera2Config = Picamera2Config()
+
+    @field_validator("fourcc")
+    @classmethod
+    def _fourcc_four_chars(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and len(value) != 4:
+            raise ValueError("fourcc must be exactly 4 characters, e.g. MJPG")
+        return value
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("uri must not be empty")
+        return value
+
+
+class ModelConfig(_Section):
+    path: str = "models/resnet18_160_int8.onnx"
+    threads: int = Field(2, ge=1, le=64)
+    top_k: int = Field(3, ge=1, le=20)
+
+
+class SkipUnchangedConfig(_Section):
+    enabled: bool = False
+    # Mean absolute difference (0-255) on a 32x32 grey thumbnail below which a
+    # frame counts as unchanged and is not classified again.
+    threshold: float = Field(2.0, ge=0, le=255)
+    # Classify anyway after this many seconds so a static scene still reports.
+    max_skip_s: float = Field(10.0, ge=0, le=3600)
+
+
+class InferenceConfig(_Section):
+    max_fps: float = Field(0.0, ge=0, le=1000)  # 0 = as fast as possible
+    smoothing: int = Field(1, ge=1, le=100)  # mean of the last N probability vectors; 1 = off
+    skip_unchanged: SkipUnchangedConfig = SkipUnchangedConfig()
+
+
+class BufferConfig(_Section):
+    capacity: int = Field(4, ge=2, le=64)
+
+
+class PublishConfig(_Section):
+    queue_size: int = Field(64, ge=1, le=100_000)
+    policy: Literal["every", "on_change", "interval"] = "every"
+    min_score: float = Field(0.0, ge=0, le=1)
+    change_delta: float = Field(0.2, ge=0, le=1)
+    heartbeat_s: float = Field(30.0, gt=0, le=86400)
+    interval_hz: float = Field(1.0, gt=0, le=1000)
+
+
+class TlsConfig(_Section):
+    enabled: bool = False
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    insecure: bool = False  # disables certificate verification; never the default
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> "TlsConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+
+class CommandsConfig(_Section):
+    enabled: bool = True
+    max_payload_bytes: int = Field(4096, ge=16, le=1_000_000)
+
+
+class DiscoveryConfig(_Section):
+    enabled: bool = False
+    prefix: str = "homeassistant"
+
+
+class MqttConfig(_Section):
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: Optional[str] = None  # default: edgecam-<device_id>
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    topic_prefix: Optional[str] = None  # default: edgecam/<device_id>
+    qos: Literal[0, 1, 2] = 0
+    username: Optional[str] = None
+    password_file: Optional[str] = None
+    password_env: Optional[str] = None
+    tls: TlsConfig = TlsConfig()
+    queue_size: int = Field(256, ge=1, le=100_000)
+    reconnect: BackoffConfig = BackoffConfig(initial_s=1.0, max_s=60.0)
+    commands: CommandsConfig = CommandsConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> "MqttConfig":
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("password_file/password_env need a username")
+        if self.password_file and self.password_env:
+            raise ValueError("give password_file or password_env, not both")
+        return self
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_has_no_wildcards(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value or any(c in value for c in "#+") or value.endswith("/")):
+            raise ValueError("topic_prefix must be non-empty, without '#', '+' or a trailing '/'")
+        return value
+
+
+class StatsConfig(_Section):
+    interval_s: float = Field(10.0, gt=0, le=3600)
+
+
+class HttpAuthConfig(_Section):
+    username: Optional[str] = None
+    password_file: Optional[str] = None
+    password_env: Optional[str] = None
+
+
+class HttpPreviewConfig(_Section):
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_fps: float = Field(10.0, gt=0, le=60)
+    max_upload_bytes: int = Field(8_000_000, ge=1024, le=200_000_000)
+    auth: HttpAuthConfig = HttpAuthConfig()
+
+
+class PreviewConfig(_Section):
+    window: bool = False
+    http: HttpPreviewConfig = HttpPreviewConfig()
+
+
+class Config(_Section):
+    device_id: str = Field(default_factory=lambda: _default_device_id())
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    source: SourceConfig = SourceConfig()
+    model: ModelConfig = ModelConfig()
+    inference: InferenceConfig = InferenceConfig()
+    buffer: BufferConfig = BufferConfig()
+    publish: PublishConfig = PublishConfig()
+    mqtt: MqttConfig = MqttConfig()
+    stats: StatsConfig = StatsConfig()
+    preview: PreviewConfig = PreviewConfig()
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_is_topic_safe(cls, value: str) -> str:
+        if not value or any(c in value for c in "/#+ "):
+            raise ValueError("device_id must be non-empty, without '/', '#', '+' or spaces")
+        return value
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.mqtt.topic_prefix or f"edgecam/{self.device_id}"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"edgecam-{self.device_id}"
+
+
+def _default_device_id() -> str:
+    name = socket.gethostname().split(".")[0] or "edgecam"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            if "input" in item and not isinstance(item["input"], (dict, list)):
+                message += f" (got {item['input']!r})"
+        lines.append(f"{origin}: {path}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<config>") -> Config:
+    """Validate an already-parsed mapping. ``origin`` names the file in errors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: Optional[str | os.PathLike[str]]) -> Config:
+    """Load and validate the YAML config; ``None`` gives the built-in defaults."""
+    if path is None:
+        return parse_config({}, "<defaults>")
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{file}: cannot read config file: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{file}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_config(data, str(file))
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any], origin: str = "command line") -> Config:
+    """Return a new Config with dotted-key overrides applied, e.g. {"mqtt.port": 1884}."""
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return parse_config(data, origin)

@@ -1,0 +1,5 @@
+"""Placeholder: replaced by the real module."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,1 @@
+"""MQTT fixtures: filled in by the MQTT work."""
