@@ -1,5 +1,105 @@
-"""Placeholder: replaced by the real module."""
+"""`edgecam run` and `edgecam check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from edgecam.config import Config, apply_overrides, load_config
+from edgecam.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_NAMES = ("config.yaml",)
 
 
-def register(subparsers) -> None:
-    pass
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="run the daemon: camera -> classifier -> MQTT/stdout")
+    run.add_argument("--config", metavar="FILE", help="YAML config (default: $EDGECAM_CONFIG, else ./config.yaml if present)")
+    run.add_argument("--source", help="camera index, video file, rtsp/http URL, 'picamera2' or 'demo'")
+    run.add_argument("--model", metavar="FILE", help="INT8/FP32 ONNX model built by `edgecam model build`")
+    run.add_argument("--preview", action="store_true", help="show an annotated preview window")
+    run.add_argument("--no-mqtt", action="store_true", help="results as JSON lines on stdout, logs on stderr")
+    run.add_argument("--stdout", action="store_true", help="also print results on stdout when MQTT is on")
+    run.add_argument("--mqtt-host", help="MQTT broker host")
+    run.add_argument("--mqtt-port", type=int, help="MQTT broker port")
+    run.add_argument("--http-port", type=int, help="turn on the web preview on this port")
+    run.add_argument("--device-id", help="device id used in topics and payloads")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    run.set_defaults(func=cmd_run)
+
+    check = subparsers.add_parser("check-config", help="validate a config file without running")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(func=cmd_check_config)
+
+
+def resolve_config_path(explicit: Optional[str]) -> Optional[str]:
+    if explicit:
+        return explicit
+    if os.environ.get("EDGECAM_CONFIG"):
+        return os.environ["EDGECAM_CONFIG"]
+    for name in DEFAULT_CONFIG_NAMES:
+        if Path(name).is_file():
+            return name
+    return None
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "source.uri": args.source,
+        "model.path": args.model,
+        "mqtt.host": args.mqtt_host,
+        "mqtt.port": args.mqtt_port,
+        "preview.http.port": args.http_port,
+        "device_id": args.device_id,
+        "log_level": args.log_level,
+    }
+    overrides = {key: value for key, value in pairs.items() if value is not None}
+    if args.preview:
+        overrides["preview.window"] = True
+    if args.no_mqtt:
+        overrides["mqtt.enabled"] = False
+    if args.http_port is not None:
+        overrides["preview.http.enabled"] = True
+    return overrides
+
+
+def load_run_config(args: argparse.Namespace) -> Config:
+    path = resolve_config_path(args.config)
+    config = load_config(path)
+    overrides = overrides_from_args(args)
+    if overrides:
+        config = apply_overrides(config, overrides, origin=f"{path or '<defaults>'} + command line")
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_run_config(args)
+    setup_logging(config.log_level)
+    from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
+
+    daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration)
+    _install_signal_handlers(daemon)
+    return daemon.run()
+
+
+def _install_signal_handlers(daemon: Any) -> None:
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        daemon.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: OK (device {config.device_id}, source {config.source.uri}, "
+          f"model {config.model.path}, mqtt {'on' if config.mqtt.enabled else 'off'})")
+    return 0

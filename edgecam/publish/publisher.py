@@ -1,0 +1,127 @@
+"""The publisher thread: a bounded queue between inference and the sinks.
+
+Inference never waits for a sink: ``submit`` drops the oldest queued item when
+the queue is full (counted in ``dropped``). The thread applies the publish
+policy, stamps each result with the moment it is handed to the sinks (the
+``publish`` part of the latency breakdown) and calls every sink in turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from edgecam.publish.sink import Sink
+from edgecam.result import Result
+
+log = logging.getLogger(__name__)
+
+_RESULT, _STATS, _STATE = "result", "stats", "state"
+
+
+class PublisherThread:
+    def __init__(self, sinks: Sequence[Sink], policy: Any, queue_size: int, stop_event: threading.Event,
+                 on_published: Optional[Callable[[Result], None]] = None) -> None:
+        self.sinks = list(sinks)
+        self.policy = policy  # replaced atomically by the daemon when settings change
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queue_size)
+        self._stop = stop_event
+        self._on_published = on_published
+        self._thread: Optional[threading.Thread] = None
+        self._counter_lock = threading.Lock()  # guards the counters below (submitters vs publisher)
+        self.dropped = 0
+        self.published = 0
+        self.suppressed = 0
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.start()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 0.5) -> None:
+        """Deliver what is already queued (briefly), then stop every sink."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._drain(deadline=time.monotonic() + 0.2)
+        for sink in self.sinks:
+            try:
+                sink.stop()
+            except Exception:  # noqa: BLE001 - one failing sink must not block the others' shutdown
+                log.exception("sink %s failed to stop cleanly", sink.name)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, result: Result) -> None:
+        self._put((_RESULT, result))
+
+    def submit_stats(self, stats: dict[str, Any]) -> None:
+        self._put((_STATS, stats))
+
+    def submit_state(self, state: dict[str, Any]) -> None:
+        self._put((_STATE, state))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    with self._counter_lock:
+                        self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._deliver(item)
+
+    def _drain(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._deliver(item)
+
+    def _deliver(self, item: tuple[str, Any]) -> None:
+        kind, payload = item
+        if kind == _RESULT:
+            self._deliver_result(payload)
+            return
+        for sink in self.sinks:
+            try:
+                if kind == _STATS:
+                    sink.publish_stats(payload)
+                else:
+                    sink.publish_state(payload)
+            except Exception:  # noqa: BLE001 - a sink bug must not kill publishing
+                log.exception("sink %s failed to publish %s", sink.name, kind)
+
+    def _deliver_result(self, result: Result) -> None:
+        admitted = self.policy.admit(result, time.monotonic()) if self.policy else result
+        if admitted is None:
+            with self._counter_lock:
+                self.suppressed += 1
+            return
+        handed = admitted.handed(time.monotonic())
+        for sink in self.sinks:
+            try:
+                sink.publish_result(handed)
+            except Exception:  # noqa: BLE001
+                log.exception("sink %s failed to publish a result", sink.name)
+        with self._counter_lock:
+            self.published += 1
+        if self._on_published is not None:
+            self._on_published(handed)

@@ -1,0 +1,121 @@
+"""Periodic statistics: rates, latency percentiles, CPU and memory of the process.
+
+Only stdlib: CPU time comes from os.times(), RSS from /proc/self/statm (Linux),
+so the daemon needs no psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
+    except (OSError, IndexError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def percentile(values: "deque[float] | list[float]", q: float) -> Optional[float]:
+    if not values:
+        return None
+    return round(float(np.percentile(np.fromiter(values, dtype=np.float64), q)), 3)
+
+
+class LatencyWindow:
+    """Thread-safe rolling window of the most recent latency samples (ms)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()  # guards _samples against the stats reader
+
+    def add(self, value_ms: float) -> None:
+        with self._lock:
+            self._samples.append(value_ms)
+
+    def percentiles(self) -> dict[str, Optional[float]]:
+        with self._lock:
+            samples = list(self._samples)
+        return {"p50": percentile(samples, 50), "p99": percentile(samples, 99)}
+
+
+class CpuMeter:
+    """CPU use of this process between two calls, in % of one core."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float]:
+        times = os.times()
+        return time.monotonic(), times.user + times.system
+
+    def percent(self) -> float:
+        now = self._sample()
+        wall = now[0] - self._last[0]
+        cpu = now[1] - self._last[1]
+        self._last = now
+        return round(100.0 * cpu / wall, 1) if wall > 0 else 0.0
+
+
+class StatsCollector:
+    """Turns monotonically growing counters into a stats snapshot with rates.
+
+    ``read_counters`` returns the raw counters (captured, processed, ...); the
+    collector adds per-second rates since the previous snapshot, latency
+    percentiles, CPU %, RSS and uptime.
+    """
+
+    def __init__(self, read_counters: Callable[[], dict[str, Any]], latency: LatencyWindow,
+                 inference: LatencyWindow) -> None:
+        self._read_counters = read_counters
+        self._latency = latency
+        self._inference = inference
+        self._cpu = CpuMeter()
+        self._started = time.monotonic()
+        self._last_time = self._started
+        self._last_counts = {"captured": 0, "processed": 0}
+        self.latest: dict[str, Any] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        counters = self._read_counters()
+        elapsed = max(now - self._last_time, 1e-6)
+        rates = {
+            f"{name}_fps": round((counters.get(key, 0) - self._last_counts[key]) / elapsed, 2)
+            for name, key in (("capture", "captured"), ("inference", "processed"))
+        }
+        self._last_time = now
+        self._last_counts = {key: counters.get(key, 0) for key in self._last_counts}
+        stats = {
+            **counters,
+            **rates,
+            "latency_ms": self._latency.percentiles(),
+            "inference_ms": self._inference.percentiles(),
+            "cpu_percent": self._cpu.percent(),
+            "rss_mb": round(rss_mb(), 1),
+            "uptime_s": round(now - self._started, 1),
+        }
+        self.latest = stats
+        return stats
+
+
+def format_stats_line(stats: dict[str, Any]) -> str:
+    lat = stats.get("latency_ms", {})
+    return (
+        f"capture {stats.get('capture_fps', 0):.1f} fps, inference {stats.get('inference_fps', 0):.1f} fps, "
+        f"dropped {stats.get('dropped', 0)}, skipped {stats.get('skipped', 0)}, "
+        f"latency p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms, "
+        f"cpu {stats.get('cpu_percent', 0):.0f}%, rss {stats.get('rss_mb', 0):.0f} MB"
+    )
