@@ -31,7 +31,7 @@ from edgecam.publish.sink import Sink
 from edgecam.publish.stdout import StdoutSink
 from edgecam.result import Result
 from edgecam.service.inference import InferenceSettings, InferenceThread
-from edgecam.service.sdnotify import SdNotifier
+from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
 from edgecam.service.settings import current_settings, validate_update
 from edgecam.service.stats import LatencyWindow, StatsCollector, format_stats_line
 from edgecam.sources.base import FrameSource
@@ -63,18 +63,19 @@ class Daemon:
         self.stop_event = threading.Event()
         self.duration_s = duration_s
         self.notifier = SdNotifier()
+        self.watchdog = WatchdogPinger(self.notifier)
         self.classifier = Classifier(config.model.path, threads=config.model.threads)
         self._warn_if_untrained()
         self.source = source if source is not None else make_source(config.source)
         self.ring = FrameRing(config.buffer.capacity)
         self.capture = CaptureThread(self.source, self.ring, self.stop_event, config.source.backoff)
-        self.capture.on_state_change = self._on_source_state
+        self.capture.on_state_change(self._on_source_state)
         self.hub = PreviewHub(config.preview.http.max_fps)
         self.latency = LatencyWindow()
         self.inference_latency = LatencyWindow()
         self.inference = InferenceThread(self.ring, self.classifier, inference_settings(config),
                                          self._on_result, self.stop_event, config.device_id,
-                                         self.source.source_id)
+                                         self.source.source_id, on_skip=self.watchdog.ping)
         self.mqtt_sink: Optional[Sink] = None
         self.publisher = PublisherThread([*self._make_sinks(stdout_results), *extra_sinks], make_policy(config.publish),
                                          config.publish.queue_size, self.stop_event,
@@ -149,9 +150,13 @@ class Daemon:
             if self.duration_s is not None and now - started >= self.duration_s:
                 log.info("duration of %.1f s reached, stopping", self.duration_s)
                 break
-            if self.capture.state == "ended" and self.ring.pending() == 0 and self.publisher.queue_depth == 0:
+            if self.capture.state == "ended" and self.ring.counters()["pending"] == 0 and self.publisher.queue_depth == 0:
                 log.info("source ended, stopping")
                 break
+            if self.paused or (not self.capture.connected and self.capture.is_alive()):
+                # Not stuck, just idle on purpose or retrying a lost camera with backoff:
+                # a restart by systemd would not help, so keep the watchdog fed.
+                self.watchdog.ping()
             if now >= next_stats:
                 next_stats = now + self.config.stats.interval_s
                 self._emit_stats()
@@ -184,12 +189,12 @@ class Daemon:
             self._ready.set()
             self.notifier.ready()
             log.info("ready: first frame classified (%s %.2f)", result.top[0].label, result.top[0].score)
-        self.notifier.watchdog()
+        self.watchdog.ping()  # only while frames flow: a stuck pipeline stops the pings
 
     def _on_published(self, result: Result) -> None:
         self.latency.add(result.total_ms)
 
-    def _on_source_state(self, state: str) -> None:
+    def _on_source_state(self, state: str, error: Optional[str]) -> None:
         self.publisher.submit_state(self.state())
 
     def _emit_stats(self) -> None:
@@ -234,6 +239,7 @@ class Daemon:
             "captured": ring["captured"],
             "processed": self.inference.processed,
             "dropped": ring["dropped"],
+            "pending": ring["pending"],
             "skipped": self.inference.skipped,
             "published": self.publisher.published,
             "suppressed": self.publisher.suppressed,
@@ -245,7 +251,8 @@ class Daemon:
         }
 
     def stats(self) -> dict[str, Any]:
-        return self.stats_collector.latest or self.stats_collector.snapshot()
+        """The latest periodic snapshot, with the counters refreshed to this instant."""
+        return {**(self.stats_collector.latest or self.stats_collector.snapshot()), **self.counters()}
 
     def state(self) -> dict[str, Any]:
         info = self.classifier.info

@@ -63,12 +63,13 @@ class ChangeDetector:
 class InferenceThread:
     def __init__(self, ring: FrameRing, classifier: Any, settings: InferenceSettings,
                  emit: Callable[[Result, np.ndarray], None], stop_event: threading.Event,
-                 device_id: str, source_id: str) -> None:
+                 device_id: str, source_id: str, on_skip: Optional[Callable[[], None]] = None) -> None:
         self.ring = ring
         self.classifier = classifier
         self.settings = settings
         self.paused = False
         self._emit = emit  # called with (result, frame view) while the frame is still held
+        self._on_skip = on_skip  # a skipped frame still proves the pipeline is alive
         self._stop = stop_event
         self._device_id = device_id
         self._source_id = source_id
@@ -142,6 +143,8 @@ class InferenceThread:
         start = time.monotonic()
         if self._should_skip(view.image, start):
             self.skipped += 1
+            if self._on_skip is not None:
+                self._on_skip()
             return
         probabilities = self.classifier.probabilities(view.image)
         end = time.monotonic()
