@@ -1,0 +1,210 @@
+"""Remote commands on ``<prefix>/cmd``: parsing (pure) and execution.
+
+Payload: a JSON object ``{"cmd": NAME, "id": optional str|int, ...}`` with NAME
+
+* ``pause`` / ``resume``  stop / restart classifying;
+* ``snapshot``            publish the latest annotated JPEG on ``<prefix>/snapshot``;
+* ``set``                 change runtime settings, e.g.
+  ``{"cmd": "set", "min_score": 0.3, "policy": "on_change", "max_fps": 5, "smoothing": 3}``;
+* ``status``              republish the retained state.
+
+Every command gets one reply on ``<prefix>/cmd/response``:
+``{"ok": true, "cmd": ..., "id": ..., ...}`` or ``{"ok": false, "error": "..."}``.
+
+``parse_command`` only parses and validates (no I/O, property-tested);
+``handle_command`` never raises, so a hostile payload cannot hurt the MQTT thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+from pydantic import BaseModel, ValidationError
+
+from edgecam.config import InferenceConfig, PublishConfig
+from edgecam.errors import EdgecamError
+from edgecam.service.control import DaemonControl
+
+logger = logging.getLogger(__name__)
+
+CommandId = Union[str, int]
+COMMANDS = ("pause", "resume", "snapshot", "set", "status")
+MAX_ID_CHARS = 128
+
+# setting -> (JSON type accepted, config section whose field gives the allowed range)
+SETTINGS: dict[str, tuple[type, type[BaseModel]]] = {
+    "policy": (str, PublishConfig),
+    "min_score": (float, PublishConfig),
+    "change_delta": (float, PublishConfig),
+    "heartbeat_s": (float, PublishConfig),
+    "interval_hz": (float, PublishConfig),
+    "max_fps": (float, InferenceConfig),
+    "smoothing": (int, InferenceConfig),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd: str
+    id: Optional[CommandId] = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CommandError(ValueError):
+    """A rejected command; ``cmd`` and ``id`` are echoed when they were readable."""
+
+    def __init__(self, message: str, cmd: Optional[str] = None, id: Optional[CommandId] = None) -> None:
+        super().__init__(message)
+        self.cmd = cmd
+        self.id = id
+
+
+@dataclass
+class Outcome:
+    """What the MQTT side must send: always a reply, maybe a snapshot / a new state."""
+
+    reply: dict[str, Any]
+    snapshot: Optional[bytes] = None
+    state: Optional[dict[str, Any]] = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _decode(payload: bytes, max_bytes: int) -> Any:
+    if not isinstance(payload, (bytes, bytearray)):
+        raise CommandError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > max_bytes:
+        raise CommandError(f"payload too large ({len(payload)} bytes > {max_bytes})")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CommandError(f"payload is not valid UTF-8 (byte {err.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise CommandError(f"invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    except ValueError as err:  # NaN / Infinity
+        raise CommandError(f"invalid JSON: {err}") from None
+    except RecursionError:
+        raise CommandError("invalid JSON: nested too deeply") from None
+
+
+def _read_id(obj: dict[str, Any]) -> Optional[CommandId]:
+    value = obj.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CommandError(f"id must be a string or an integer, got {type(value).__name__}")
+    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        raise CommandError(f"id longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+def _check_setting(key: str, value: Any, cmd: str, cid: Optional[CommandId]) -> Any:
+    if key not in SETTINGS:
+        raise CommandError(f"unknown setting {key!r} (expected one of {', '.join(SETTINGS)})", cmd, cid)
+    kind, section = SETTINGS[key]
+    ok = not isinstance(value, bool) and (
+        isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
+    if not ok:
+        want = {float: "a number", int: "an integer", str: "a string"}[kind]
+        raise CommandError(f"{key} must be {want}, got {type(value).__name__}", cmd, cid)
+    if kind is float and not math.isfinite(value):
+        raise CommandError(f"{key} must be finite", cmd, cid)
+    try:
+        section.model_validate({key: value})
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise CommandError(f"{key}: {msg} (got {value!r})", cmd, cid) from None
+    return float(value) if kind is float else value
+
+
+def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:
+    """Parse and validate one command payload. Raises CommandError naming the problem."""
+    obj = _decode(payload, max_bytes)
+    if not isinstance(obj, dict):
+        raise CommandError(f"command must be a JSON object, got {type(obj).__name__}")
+    cid = _read_id(obj)
+    cmd = obj.get("cmd")
+    if not isinstance(cmd, str):
+        raise CommandError("missing 'cmd' (a string)" if cmd is None else
+                           f"'cmd' must be a string, got {type(cmd).__name__}", None, cid)
+    if cmd not in COMMANDS:
+        raise CommandError(f"unknown command {cmd[:64]!r} (expected one of {', '.join(COMMANDS)})", None, cid)
+    rest = {k: v for k, v in obj.items() if k not in ("cmd", "id")}
+    if cmd != "set":
+        if rest:
+            raise CommandError(f"unexpected key(s) for {cmd!r}: {', '.join(sorted(rest))[:200]}", cmd, cid)
+        return Command(cmd, cid)
+    if not rest:
+        raise CommandError(f"'set' needs at least one of {', '.join(SETTINGS)}", cmd, cid)
+    settings = {key: _check_setting(key, value, cmd, cid) for key, value in rest.items()}
+    return Command(cmd, cid, settings)
+
+
+def error_reply(err: CommandError) -> dict[str, Any]:
+    reply: dict[str, Any] = {"ok": False, "error": str(err)}
+    if err.cmd is not None:
+        reply["cmd"] = err.cmd
+    if err.id is not None:
+        reply["id"] = err.id
+    return reply
+
+
+def execute(command: Command, control: DaemonControl) -> Outcome:
+    """Run a parsed command against the daemon. Raises CommandError / EdgecamError."""
+    reply: dict[str, Any] = {"ok": True, "cmd": command.cmd}
+    if command.id is not None:
+        reply["id"] = command.id
+    outcome = Outcome(reply)
+    if command.cmd == "pause":
+        control.pause()
+        reply["paused"] = bool(control.paused)
+    elif command.cmd == "resume":
+        control.resume()
+        reply["paused"] = bool(control.paused)
+    elif command.cmd == "set":
+        reply["settings"] = control.apply_settings(dict(command.settings))
+    elif command.cmd == "snapshot":
+        jpeg = control.snapshot_jpeg()
+        if jpeg is None:
+            raise CommandError("no snapshot available yet (no result so far)", command.cmd, command.id)
+        outcome.snapshot = bytes(jpeg)
+        reply["bytes"] = len(jpeg)
+    if command.cmd != "snapshot":
+        outcome.state = control.state()
+        if command.cmd == "status":
+            reply["state"] = outcome.state
+    return outcome
+
+
+def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: int) -> Outcome:
+    """Parse + execute; every failure becomes an error reply and one log line. Never raises."""
+    command: Optional[Command] = None
+    try:
+        command = parse_command(payload, max_bytes)
+        if control is None:
+            raise CommandError("commands are not available (no daemon control)", command.cmd, command.id)
+        return execute(command, control)
+    except CommandError as err:
+        logger.warning("Rejected MQTT command: %s", err)
+        return Outcome(error_reply(err))
+    except EdgecamError as err:
+        logger.warning("MQTT command %r failed: %s", command.cmd if command else "?", err)
+        return Outcome(error_reply(CommandError(str(err), command.cmd if command else None,
+                                                command.id if command else None)))
+    except Exception as err:  # a bug in the daemon must not kill the MQTT worker
+        logger.exception("MQTT command %r crashed", command.cmd if command else "?")
+        return Outcome(error_reply(CommandError(f"internal error: {type(err).__name__}: {err}",
+                                                command.cmd if command else None,
+                                                command.id if command else None)))
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8")
