@@ -132,7 +132,9 @@ def child_mqtt(model: str, threads: int, seconds: float) -> dict:
 
     from tests.fixtures_mqtt import Broker
 
-    broker = Broker()
+    import tempfile
+
+    broker = Broker(Path(tempfile.mkdtemp(prefix="bench-mqtt-")))
     broker.start()
     received: dict[int, float] = {}
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")

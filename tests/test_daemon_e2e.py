@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.daemon_process import DaemonProcess, write_config
 from tests.media import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,58 +19,6 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("clip") / "clip.avi", moving_frames(90), fps=30)
-
-
-class DaemonProcess:
-    """`edgecam run` in a subprocess, with stdout lines and stderr collected by threads."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgecam", "run", *args], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, out), daemon=True)
-                         for s, out in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _pump(stream, out: list[str]) -> None:
-        for line in stream:
-            out.append(line.rstrip("\n"))
-
-    def results(self) -> list[dict]:
-        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
-
-    def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            if self.proc.poll() is not None:
-                return predicate()
-            time.sleep(0.05)
-        return False
-
-    def terminate(self) -> tuple[int, float]:
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=10)
-        elapsed = time.monotonic() - start
-        for thread in self._threads:
-            thread.join(timeout=2)
-        return code, elapsed
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def write_config(path: Path, **sections) -> Path:
-    path.write_text(yaml.safe_dump(sections))
-    return path
 
 
 def test_run_on_video_file_prints_consistent_results_and_stops_on_sigterm(
@@ -141,11 +85,7 @@ def test_source_lost_and_back_resumes(clip: Path, resnet_int8: Path, tmp_path: P
 def test_untrained_model_warns_loudly(clip: Path, resnet_int8: Path, tmp_path: Path) -> None:
     daemon = DaemonProcess(["--no-mqtt", "--source", str(clip), "--model", str(resnet_int8),
                             "--duration", "1.5"], tmp_path)
-    code = daemon.proc.wait(timeout=60)
-    daemon.terminate() if daemon.proc.poll() is None else None
-    for thread in daemon._threads:
-        thread.join(timeout=2)
-    assert code == 0
+    assert daemon.wait_exit(timeout=60) == 0
     assert any("UNTRAINED" in line for line in daemon.errors)
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecam.publish.commands import COMMANDS, SETTINGS, CommandError, handle_command, parse_command
-from tests.fixtures_mqtt import FakeControl, make_result, mqtt_config, wait_until
+from tests.fixtures_mqtt import FakeControl, make_result, mqtt_config
 
 MAX = 256
 
