@@ -100,6 +100,7 @@ class WatchdogPinger:
         self._period = None if interval is None else interval / 2.0
         self._clock = clock
         self._last = float("-inf")
+        self._lock = threading.Lock()  # inference and main loop may ping at once: one send per period
         self.sent = 0
 
     @property
@@ -109,10 +110,11 @@ class WatchdogPinger:
     def ping(self) -> bool:
         if self._period is None:
             return False
-        now = self._clock()
-        if now - self._last < self._period:
-            return False
-        self._last = now
+        with self._lock:
+            now = self._clock()
+            if now - self._last < self._period:
+                return False
+            self._last = now
         if self._notifier.watchdog():
             self.sent += 1
             return True
