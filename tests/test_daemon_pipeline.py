@@ -40,8 +40,8 @@ class CollectingSink(Sink):
         self.stats.append(stats)
 
 
-def make_daemon(model: Path, source: MemorySource, sink: Sink, **sections) -> Daemon:
-    data = {"device_id": "test", "mqtt": {"enabled": False}, "model": {"path": str(model), "threads": 1},
+def make_daemon(model_path: Path, source: MemorySource, sink: Sink, **sections) -> Daemon:
+    data = {"device_id": "test", "mqtt": {"enabled": False}, "model": {"path": str(model_path), "threads": 1},
             "stats": {"interval_s": 0.5}}
     for key, value in sections.items():
         data.setdefault(key, {}).update(value)
@@ -73,7 +73,7 @@ def test_latest_frame_semantics_and_counters(resnet_int8: Path, frames) -> None:
     results = sink.results
     assert len(results) > 20
     counters = daemon.counters()
-    pending = daemon.ring.pending()
+    pending = daemon.ring.counters()["pending"]
     assert counters["captured"] == counters["processed"] + counters["dropped"] + counters["skipped"] + pending
     assert counters["dropped"] > counters["processed"], "source was not faster than inference"
     median_inference = statistics.median(r.inference_ms for r in results)

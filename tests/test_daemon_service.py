@@ -137,7 +137,8 @@ def metric_values(text: str) -> dict[str, float]:
             for sample in family.samples if not sample.labels}
 
 
-def test_web_preview_on_the_real_daemon(effnet_int8: Path, tmp_path: Path) -> None:
+def test_web_preview_on_the_real_daemon(effnet_models, tmp_path: Path) -> None:
+    effnet_int8 = effnet_models.int8
     clip = write_video(tmp_path / "clip.avi", moving_frames(30, size=(320, 240)), fps=30)
     moving = tmp_path / "moving.avi"
     shutil.copy(clip, moving)

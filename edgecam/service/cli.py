@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Optional
 

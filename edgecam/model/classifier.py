@@ -1,0 +1,153 @@
+"""The runtime classifier: an edgecam ONNX model on onnxruntime (numpy/cv2/onnxruntime only).
+
+Everything the runtime needs (labels, input size, normalization, layout) is
+read from the model file's metadata, so any model built by ``edgecam model
+build`` works without configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgecam.errors import ModelError
+from edgecam.model.metadata import LAYOUT_NHWC_UINT8, info_from_props
+from edgecam.model.preprocess import DEFAULT_INTERPOLATION, Preprocessor
+from edgecam.model.types import Label, ModelInfo
+
+log = logging.getLogger(__name__)
+
+def is_untrained(info: ModelInfo) -> bool:
+    """True for models built with ``--weights random``: their labels mean nothing."""
+    return not info.trained
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax of a 1-D logit vector, as float32."""
+    shifted = logits.astype(np.float32).ravel()
+    shifted = shifted - shifted.max()
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum()
+    return shifted
+
+
+def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: a bad file is reported by us, once
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises several private exception types
+        raise ModelError(f"{path.name}: not a valid ONNX model ({_ort_reason(err)})") from None
+
+
+def _ort_reason(err: Exception) -> str:
+    """The useful tail of an onnxruntime load error, on one line."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if "failed:" in text:
+        text = text.rsplit("failed:", 1)[1].strip()
+    if "Protobuf parsing failed" in text:
+        text = "protobuf parsing failed: truncated, corrupt or not an ONNX file"
+    return text[:200]
+
+
+class Classifier:
+    """Loads an edgecam model once; classifies BGR frames of any size."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int = 2,
+        interpolation: str = DEFAULT_INTERPOLATION,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            what = "is a directory, not a model file" if self.path.is_dir() else "does not exist"
+            raise ModelError(f"model file {self.path} {what}")
+        if self.path.stat().st_size == 0:
+            raise ModelError(f"{self.path.name}: model file is empty")
+        self._session = _open_session(self.path, threads)
+        props = self._session.get_modelmeta().custom_metadata_map
+        self.info: ModelInfo = info_from_props(props, self.path.name)
+        self._pre = Preprocessor(self.info, interpolation)
+        self._input_name = self._check_input()
+        self._output_name = self._session.get_outputs()[0].name
+        self._check_output(self._run(np.zeros(self._pre.input_shape, self._input_dtype)))
+        log.debug("loaded %s (%s, %d threads)", self.path.name, self.info.name, threads)
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return self._pre
+
+    @property
+    def _input_dtype(self) -> type:
+        return np.uint8 if self.info.layout == LAYOUT_NHWC_UINT8 else np.float32
+
+    def _check_input(self) -> str:
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path.name}: expected 1 model input, found {len(inputs)}")
+        node = inputs[0]
+        shape, want = list(node.shape), self._pre.input_shape
+        if len(shape) != 4:
+            raise ModelError(
+                f"{self.path.name}: input {node.name!r} has rank {len(shape)} {shape}, "
+                f"expected rank 4 {list(want)}"
+            )
+        batch_ok = shape[0] == 1 or shape[0] is None or isinstance(shape[0], str)
+        if list(shape[1:]) != list(want[1:]) or not batch_ok:
+            raise ModelError(
+                f"{self.path.name}: input {node.name!r} has shape {shape}, but its metadata "
+                f"(layout {self.info.layout}, input_size {self.info.input_size}) says {list(want)}"
+            )
+        want_type = "tensor(uint8)" if self.info.layout == LAYOUT_NHWC_UINT8 else "tensor(float)"
+        if node.type != want_type:
+            raise ModelError(
+                f"{self.path.name}: input {node.name!r} is {node.type}, "
+                f"layout {self.info.layout} needs {want_type}"
+            )
+        return node.name
+
+    def _check_output(self, logits: np.ndarray) -> None:
+        if logits.size != self.info.num_classes:
+            raise ModelError(
+                f"{self.path.name}: model outputs {logits.size} values but its metadata "
+                f"lists {self.info.num_classes} labels"
+            )
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        try:
+            return self._session.run([self._output_name], {self._input_name: tensor})[0]
+        except Exception as err:
+            raise ModelError(f"{self.path.name}: inference failed ({err})") from None
+
+    def logits(self, bgr: np.ndarray) -> np.ndarray:
+        """Raw model output (float32 vector of num_classes) for one BGR frame."""
+        return self._run(self._pre(bgr)).reshape(-1)
+
+    def run_tensor(self, tensor: np.ndarray) -> np.ndarray:
+        """Raw output for an already preprocessed input tensor (tests, benchmarks)."""
+        return self._run(tensor).reshape(-1)
+
+    def probabilities(self, bgr: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (float32, num_classes) for a BGR uint8 HxWx3 frame."""
+        return softmax(self.logits(bgr))
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[Label]:
+        """The ``k`` most probable labels, best first."""
+        k = max(1, min(int(k), probs.size))
+        idx = np.argpartition(probs, -k)[-k:]
+        idx = idx[np.argsort(probs[idx])[::-1]]
+        labels = self.info.labels
+        return [Label(label=labels[i], index=int(i), score=float(probs[i])) for i in idx]
+
+    def classify(self, bgr: np.ndarray, k: int = 3) -> list[Label]:
+        """Top-``k`` labels for one BGR frame (probabilities + top_k)."""
+        return self.top_k(self.probabilities(bgr), k)
