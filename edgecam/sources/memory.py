@@ -31,7 +31,11 @@ class MemorySource(FrameSource):
         self._next_due = time.monotonic()
 
     def read(self) -> np.ndarray:
-        if self._interval:
+        if not self._interval:
+            # Like a real device read, give up the GIL once per frame; otherwise this
+            # loop would hold it for a whole switch interval (5 ms) while inference waits.
+            time.sleep(0)
+        else:
             delay = self._next_due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
