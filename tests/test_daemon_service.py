@@ -196,3 +196,24 @@ def _wait_status(url: str, expected: int, timeout: float = 20.0) -> tuple[int, b
     assert status == expected, (status, body[:200])
     return status, body
 
+
+
+@pytest.mark.parametrize("under_systemd", [True, False])
+def test_log_lines_carry_timestamps_only_outside_systemd(resnet_int8: Path, tmp_path: Path, under_systemd: bool,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    if under_systemd:
+        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")  # what systemd sets for a service's stderr
+    else:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    clip = write_video(tmp_path / "clip.avi", moving_frames(10), fps=30)
+    daemon = DaemonProcess(["--no-mqtt", "--source", str(clip), "--model", str(resnet_int8), "--duration", "1"],
+                           tmp_path)
+    assert daemon.wait_exit(timeout=60) == 0
+    ready = next(line for line in daemon.errors if "ready: first frame classified" in line)
+    if under_systemd:
+        # journald adds the time; the <6> prefix gives it the syslog priority (info).
+        assert ready.startswith("<6>edgecam.service.daemon: ready"), ready
+        assert any(line.startswith("<4>") for line in daemon.errors), "the UNTRAINED warning is priority 4"
+    else:
+        assert ready[:4].isdigit() and " INFO " in ready, ready
