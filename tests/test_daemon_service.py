@@ -111,6 +111,7 @@ def test_watchdog_stops_when_the_pipeline_stalls(notify_socket, resnet_int8: Pat
         flowing = receive_all(sock, time.monotonic() + 1.5)
         gated.gate.clear()  # inference hangs inside the model
         time.sleep(0.3)
+        receive_all(sock, time.monotonic() + 0.05)  # drop pings sent before the stall began
         stalled = receive_all(sock, time.monotonic() + 1.5)
         gated.gate.set()
         resumed = receive_all(sock, time.monotonic() + 1.0)
