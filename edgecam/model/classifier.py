@@ -75,7 +75,8 @@ class Classifier:
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            what = "is a directory, not a model file" if self.path.is_dir() else "does not exist"
+            what = ("is a directory, not a model file" if self.path.is_dir()
+                    else "does not exist (build one with `edgecam model build --arch auto --out models`)")
             raise ModelError(f"model file {self.path} {what}")
         if self.path.stat().st_size == 0:
             raise ModelError(f"{self.path.name}: model file is empty")
