@@ -28,7 +28,9 @@ CROP_FRACTION = 0.875  # torchvision/timm "crop_pct": resize to size/0.875, crop
 # INTER_AREA for +0.15 ms over INTER_LINEAR (README, model section).
 INTERPOLATIONS = ("area+linear", "linear", "area")
 DEFAULT_INTERPOLATION = "area+linear"
-_CV2_FLAGS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "area+linear": cv2.INTER_LINEAR}
+# "area+linear" finishes with INTER_LINEAR_EXACT: bit-identical on x86 and ARM (plain
+# INTER_LINEAR rounds differently on ARM, by 1 LSB on ~19% of values; scripts/arm64-check.sh).
+_CV2_FLAGS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "area+linear": cv2.INTER_LINEAR_EXACT}
 
 
 def resize_size(height: int, width: int, short: int) -> tuple[int, int]:

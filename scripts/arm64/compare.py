@@ -5,7 +5,7 @@
         --fp32-tol (max abs diff); INT8 (QDQ) models to --int8-steps steps of
         the output's quantization scale, read from the DequantizeLinear that
         produces the graph output. The top-1 index must match for every input.
-        With crops saved (dump_outputs.py --photos), also the image pipeline: <= 1 LSB.
+        With crops saved (dump_outputs.py --photos), also the image pipeline: bit-identical.
     compare.py classify --model MODEL.onnx --host FILE --arm FILE
         the stdout of `edgecam classify --top 10` on both sides: the same Top-3 labels per
         image, or labels the host itself scores as tied (see rank_verdict).
@@ -158,7 +158,7 @@ def compare_classify(host: Path, arm: Path, kind: str, tie: float) -> bool:
 
 
 def compare_crops(host: Path, arm: Path) -> bool:
-    """The runtime's decode + resize + crop on both sides: at most 1 LSB apart."""
+    """The runtime's decode + resize + crop on both sides: bit-identical (INTER_LINEAR_EXACT)."""
     files = sorted((host / "crops").glob("*.npy"))
     if not files:
         return True
@@ -171,9 +171,9 @@ def compare_crops(host: Path, arm: Path) -> bool:
             return False
         diff = np.abs(a - b)
         worst, differing, total = max(worst, int(diff.max())), differing + int((diff > 0).sum()), total + diff.size
-    ok = worst <= 1
+    ok = worst == 0
     what = "bit-identical" if worst == 0 else f"max {worst} LSB, {100.0 * differing / total:.1f}% of values differ"
-    print(f"preprocess crops ({len(files)} photos, decode + resize + crop): {what} (limit 1 LSB) "
+    print(f"preprocess crops ({len(files)} photos, decode + resize + crop): {what} (limit: bit-identical) "
           f"-> {'ok' if ok else 'FAIL'}")
     return ok
 
