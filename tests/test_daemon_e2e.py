@@ -95,3 +95,15 @@ def test_missing_model_is_one_clear_line(tmp_path: Path) -> None:
                           cwd=tmp_path)
     assert proc.returncode == 2
     assert "nope.onnx" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_looping_file_ends_the_run_cleanly(clip: Path, resnet_int8: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", mqtt={"enabled": False},
+                          source={"uri": str(clip), "loop": False, "pace": False},
+                          model={"path": str(resnet_int8), "threads": 1})
+    daemon = DaemonProcess(["--config", str(config)], tmp_path)
+    assert daemon.wait_exit(timeout=60) == 0, daemon.errors[-10:]
+    assert any("source ended" in line for line in daemon.errors)
+    seqs = [r["seq"] for r in daemon.results()]
+    # Unpaced, inference keeps only the newest frames, but the last frame is never lost.
+    assert seqs and seqs[-1] == 89, seqs[-5:]
