@@ -62,10 +62,14 @@ def test_stats_not_retained_and_state_retained(broker, collector_factory, sink_f
     config = mqtt_config(broker)
     sink = sink_factory(config)
     wait_until(lambda: sink.counters()["connected"], what="connected")
-    live = collector_factory(broker, [f"{config.topic_prefix}/stats"])
+    live = collector_factory(broker, [f"{config.topic_prefix}/stats", f"{config.topic_prefix}/state"])
     sink.publish_stats({"fps": 12.5, "dropped": 3})
     assert live.wait_for(f"{config.topic_prefix}/stats")[0].json() == {"fps": 12.5, "dropped": 3}
     sink.publish_state({"paused": True, "device": config.device_id})
+    # The sink publishes from its worker thread: wait until the broker has the new state,
+    # so the late subscriber below can only get it as a retained message.
+    wait_until(lambda: any(m.json() == {"paused": True, "device": config.device_id}
+                           for m in live.messages(f"{config.topic_prefix}/state")), what="state at the broker")
     late = collector_factory(broker, [f"{config.topic_prefix}/state", f"{config.topic_prefix}/stats"])
     state = late.wait_for(f"{config.topic_prefix}/state")[0]
     assert state.retain and state.json() == {"paused": True, "device": config.device_id}
