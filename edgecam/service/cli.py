@@ -19,7 +19,8 @@ DEFAULT_CONFIG_NAMES = ("config.yaml",)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="run the daemon: camera -> classifier -> MQTT/stdout")
-    run.add_argument("--config", metavar="FILE", help="YAML config (default: $EDGECAM_CONFIG, else ./config.yaml if present)")
+    run.add_argument("--config", metavar="FILE",
+                     help="YAML config (default: $EDGECAM_CONFIG, else ./config.yaml if present)")
     run.add_argument("--source", help="camera index, video file, rtsp/http URL, 'picamera2' or 'demo'")
     run.add_argument("--model", metavar="FILE", help="INT8/FP32 ONNX model built by `edgecam model build`")
     run.add_argument("--preview", action="store_true", help="show an annotated preview window")

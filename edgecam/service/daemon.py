@@ -77,9 +77,9 @@ class Daemon:
                                          self._on_result, self.stop_event, config.device_id,
                                          self.source.source_id, on_skip=self.watchdog.ping)
         self.mqtt_sink: Optional[Sink] = None
-        self.publisher = PublisherThread([*self._make_sinks(stdout_results), *extra_sinks], make_policy(config.publish),
-                                         config.publish.queue_size, self.stop_event,
-                                         on_published=self._on_published)
+        sinks = [*self._make_sinks(stdout_results), *extra_sinks]
+        self.publisher = PublisherThread(sinks, make_policy(config.publish), config.publish.queue_size,
+                                         self.stop_event, on_published=self._on_published)
         self.stats_collector = StatsCollector(self.counters, self.latency, self.inference_latency)
         self._extras: list[Any] = []  # preview window / HTTP server, started after the core
         self._ready = threading.Event()
@@ -101,7 +101,9 @@ class Daemon:
 
             self.mqtt_sink = MqttSink(self.config, self)
             sinks.append(self.mqtt_sink)
-        if stdout_results if stdout_results is not None else not self.config.mqtt.enabled:
+        if stdout_results is None:
+            stdout_results = not self.config.mqtt.enabled  # JSON lines are the default without MQTT
+        if stdout_results:
             sinks.append(StdoutSink())
         return sinks
 
@@ -150,7 +152,7 @@ class Daemon:
             if self.duration_s is not None and now - started >= self.duration_s:
                 log.info("duration of %.1f s reached, stopping", self.duration_s)
                 break
-            if self.capture.state == "ended" and self.ring.counters()["pending"] == 0 and self.publisher.queue_depth == 0:
+            if self._source_finished():
                 log.info("source ended, stopping")
                 break
             if self.paused or (not self.capture.connected and self.capture.is_alive()):
@@ -160,6 +162,11 @@ class Daemon:
             if now >= next_stats:
                 next_stats = now + self.config.stats.interval_s
                 self._emit_stats()
+
+    def _source_finished(self) -> bool:
+        """A non-looping file has ended and its last frame has left the pipeline."""
+        return (self.capture.state == "ended" and self.ring.counters()["pending"] == 0
+                and self.publisher.queue_depth == 0)
 
     def _shutdown(self) -> None:
         log.info("stopping")
