@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
-from pydantic import BaseModel, ValidationError
-
-from edgecam.config import InferenceConfig, PublishConfig
-from edgecam.errors import EdgecamError
+from edgecam.errors import ConfigError, EdgecamError
 from edgecam.service.control import DaemonControl
+from edgecam.service.settings import SETTINGS, check_setting
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +32,6 @@ CommandId = Union[str, int]
 COMMANDS = ("pause", "resume", "snapshot", "set", "status")
 MAX_ID_CHARS = 128
 
-# setting -> (JSON type accepted, config section whose field gives the allowed range)
-SETTINGS: dict[str, tuple[type, type[BaseModel]]] = {
-    "policy": (str, PublishConfig),
-    "min_score": (float, PublishConfig),
-    "change_delta": (float, PublishConfig),
-    "heartbeat_s": (float, PublishConfig),
-    "interval_hz": (float, PublishConfig),
-    "max_fps": (float, InferenceConfig),
-    "smoothing": (int, InferenceConfig),
-}
 
 
 @dataclass(frozen=True)
@@ -107,22 +94,10 @@ def _read_id(obj: dict[str, Any]) -> Optional[CommandId]:
 
 
 def _check_setting(key: str, value: Any, cmd: str, cid: Optional[CommandId]) -> Any:
-    if key not in SETTINGS:
-        raise CommandError(f"unknown setting {key!r} (expected one of {', '.join(SETTINGS)})", cmd, cid)
-    kind, section = SETTINGS[key]
-    ok = not isinstance(value, bool) and (
-        isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
-    if not ok:
-        want = {float: "a number", int: "an integer", str: "a string"}[kind]
-        raise CommandError(f"{key} must be {want}, got {type(value).__name__}", cmd, cid)
-    if kind is float and not math.isfinite(value):
-        raise CommandError(f"{key} must be finite", cmd, cid)
     try:
-        section.model_validate({key: value})
-    except ValidationError as err:
-        msg = err.errors()[0]["msg"].removeprefix("Value error, ")
-        raise CommandError(f"{key}: {msg} (got {value!r})", cmd, cid) from None
-    return float(value) if kind is float else value
+        return check_setting(key, value)
+    except ConfigError as err:
+        raise CommandError(str(err), cmd, cid) from None
 
 
 def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:

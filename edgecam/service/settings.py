@@ -1,40 +1,62 @@
 """Runtime settings changes (the MQTT `set` command): validate all, then apply.
 
-Validation reuses the typed config sections, so a runtime change obeys exactly
-the same ranges as config.yaml, and a bad value changes nothing.
+The one definition of what is settable at runtime and how a value is checked;
+the MQTT command parser and the daemon's apply_settings both use it. Ranges
+come from the typed config sections, so a runtime change obeys exactly the
+same rules as config.yaml, and a bad value changes nothing.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edgecam.config import InferenceConfig, PublishConfig
 from edgecam.errors import ConfigError
 
-PUBLISH_KEYS = ("policy", "min_score", "change_delta", "heartbeat_s", "interval_hz")
-INFERENCE_KEYS = ("max_fps", "smoothing")
-SETTABLE_KEYS = PUBLISH_KEYS + INFERENCE_KEYS
+# setting -> (JSON type accepted, config section whose field gives the allowed range)
+SETTINGS: dict[str, tuple[type, type[BaseModel]]] = {
+    "policy": (str, PublishConfig),
+    "min_score": (float, PublishConfig),
+    "change_delta": (float, PublishConfig),
+    "heartbeat_s": (float, PublishConfig),
+    "interval_hz": (float, PublishConfig),
+    "max_fps": (float, InferenceConfig),
+    "smoothing": (int, InferenceConfig),
+}
+PUBLISH_KEYS = tuple(key for key, (_, section) in SETTINGS.items() if section is PublishConfig)
+INFERENCE_KEYS = tuple(key for key, (_, section) in SETTINGS.items() if section is InferenceConfig)
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """One setting as it arrives in JSON: refuse "3" for a number or true for 1 instead
+    of coercing, then check the range against the config field. Raises ConfigError."""
+    if key not in SETTINGS:
+        raise ConfigError(f"unknown setting {key!r} (expected one of {', '.join(SETTINGS)})")
+    kind, section = SETTINGS[key]
+    ok = not isinstance(value, bool) and (
+        isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
+    if not ok:
+        want = {float: "a number", int: "an integer", str: "a string"}[kind]
+        raise ConfigError(f"{key} must be {want}, got {type(value).__name__}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite")
+    try:
+        section.model_validate({key: value})
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{key}: {msg} (got {value!r})") from None
+    return float(value) if kind is float else value
 
 
 def validate_update(publish: PublishConfig, inference: InferenceConfig,
                     changes: dict[str, Any]) -> tuple[PublishConfig, InferenceConfig]:
     """Return new (publish, inference) sections with ``changes`` applied, or raise ConfigError."""
-    unknown = sorted(set(changes) - set(SETTABLE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; settable: {', '.join(SETTABLE_KEYS)}")
-    for key, value in changes.items():
-        _check_type(key, value)
-    try:
-        new_publish = PublishConfig.model_validate(
-            {**publish.model_dump(), **{k: v for k, v in changes.items() if k in PUBLISH_KEYS}})
-        new_inference = InferenceConfig.model_validate(
-            {**inference.model_dump(), **{k: v for k, v in changes.items() if k in INFERENCE_KEYS}})
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{key}: {first['msg']} (got {first.get('input')!r})") from None
+    checked = {key: check_setting(key, value) for key, value in changes.items()}
+    new_publish = publish.model_copy(update={k: v for k, v in checked.items() if k in PUBLISH_KEYS})
+    new_inference = inference.model_copy(update={k: v for k, v in checked.items() if k in INFERENCE_KEYS})
     return new_publish, new_inference
 
 
@@ -42,12 +64,3 @@ def current_settings(publish: PublishConfig, inference: InferenceConfig) -> dict
     values = {key: getattr(publish, key) for key in PUBLISH_KEYS}
     values.update({key: getattr(inference, key) for key in INFERENCE_KEYS})
     return values
-
-
-def _check_type(key: str, value: Any) -> None:
-    """Commands arrive as JSON: refuse "3" for a number or true for 1 instead of coercing."""
-    if key == "policy":
-        if not isinstance(value, str):
-            raise ConfigError(f"policy: must be a string (got {value!r})")
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: must be a number (got {value!r})")
