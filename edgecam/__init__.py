@@ -6,4 +6,12 @@ Data flow (one folder per stage):
 service/ wires the threads together; preview/ draws what the model sees.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# onnxruntime >= 1.29 sends telemetry events on Linux (DNS lookups of a vendor host,
+# and a process exit that waits on them when DNS is unreachable). A camera daemon makes
+# no connection its user did not configure: opt out before onnxruntime is first imported
+# (edgecam.model imports it after this package). ORT_DISABLE_TELEMETRY=0 opts back in.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

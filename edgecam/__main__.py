@@ -1,5 +1,3 @@
-import sys
+from edgecam.cli import entry
 
-from edgecam.cli import main
-
-sys.exit(main())
+entry()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -31,8 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def entry() -> None:
+    """The console script and ``python -m edgecam``.
+
+    Once ``edgecam run`` has shut down and flushed its logs, the process ends with
+    ``os._exit``: no native thread (a camera read stuck in a driver, paho resolving
+    a broker name, onnxruntime's pools) and no C++ static destructor may hold the
+    exit past systemd's TimeoutStopSec, or abort it.
+    """
+    args = build_parser().parse_args()
+    code = _dispatch(args)
+    if getattr(args, "hard_exit", False):
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgecamError as err:
@@ -45,4 +64,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -19,7 +19,8 @@ from edgecam.errors import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are never a sensible setting (YAML's .nan/.inf, JSON's NaN).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class BackoffConfig(_Section):
@@ -85,10 +86,20 @@ class SkipUnchangedConfig(_Section):
     max_skip_s: float = Field(10.0, ge=0, le=3600)
 
 
+MIN_MAX_FPS = 0.1  # below this a "rate limit" is a stop that looks like a hang
+
+
 class InferenceConfig(_Section):
     max_fps: float = Field(0.0, ge=0, le=1000)  # 0 = as fast as possible
     smoothing: int = Field(1, ge=1, le=100)  # mean of the last N probability vectors; 1 = off
     skip_unchanged: SkipUnchangedConfig = SkipUnchangedConfig()
+
+    @field_validator("max_fps")
+    @classmethod
+    def _max_fps_zero_or_sensible(cls, value: float) -> float:
+        if 0 < value < MIN_MAX_FPS:
+            raise ValueError(f"max_fps must be 0 (unlimited) or at least {MIN_MAX_FPS}")
+        return value
 
 
 class BufferConfig(_Section):

@@ -37,7 +37,7 @@ apt_install_missing() {
 
 if [ "$mode" = dev ]; then
   apt_install_missing mosquitto:mosquitto mosquitto_passwd:mosquitto-clients shellcheck:shellcheck \
-    chromium:chromium systemd-analyze:systemd openssl:openssl
+    chromium:chromium systemd-analyze:systemd openssl:openssl strace:strace ip:iproute2
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -10,21 +10,29 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 
 class DaemonProcess:
-    """`edgecam run` in a subprocess, with stdout lines and stderr collected by threads."""
+    """`edgecam run` in a subprocess, with stdout lines and stderr collected by threads.
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgecam", "run", *args], cwd=cwd, env=env,
+    ``launcher`` replaces ``python -m edgecam`` (e.g. a script that wedges the model
+    first); ``read_stdout=False`` leaves stdout a pipe nobody reads."""
+
+    def __init__(self, args: list[str], cwd: Path, *, launcher: Optional[list[str]] = None,
+                 read_stdout: bool = True, env: Optional[dict[str, str]] = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        command = launcher or [sys.executable, "-m", "edgecam"]
+        self.proc = subprocess.Popen([*command, "run", *args], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, out), daemon=True)
-                         for s, out in ((self.proc.stdout, self.lines), (self.proc.stderr, self.errors))]
+        streams = [(self.proc.stderr, self.errors)]
+        if read_stdout:
+            streams.append((self.proc.stdout, self.lines))
+        self._threads = [threading.Thread(target=self._pump, args=(s, out), daemon=True) for s, out in streams]
         for thread in self._threads:
             thread.start()
 

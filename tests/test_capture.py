@@ -211,3 +211,70 @@ def test_a_failing_state_hook_does_not_stop_capture(video: Path) -> None:
         wait_for(lambda: capture.frames >= 10)
     finally:
         capture.stop()
+
+
+class ListSource(FrameSource):
+    """Hands out the given frames in order (then the last one forever): a camera whose
+    decoder sometimes produces odd frames."""
+
+    source_id = "odd"
+
+    def __init__(self, frames: list) -> None:
+        self.frames = list(frames)
+        self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+
+    def read(self) -> np.ndarray:
+        time.sleep(0.002)
+        return self.frames.pop(0) if len(self.frames) > 1 else self.frames[0]
+
+    def close(self) -> None:
+        pass
+
+
+def test_odd_frames_are_skipped_counted_or_converted() -> None:
+    good = np.full((120, 160, 3), 90, np.uint8)
+    grey = np.full((120, 160), 200, np.uint8)
+    bgra = np.full((120, 160, 4), 50, np.uint8)
+    frames = [good, np.zeros((120, 160, 3), np.uint16), grey, np.zeros((2, 4000, 3), np.uint8), bgra,
+              np.zeros((120, 160, 2), np.uint8), good]
+    ring = FrameRing(16)
+    stop = threading.Event()
+    capture = CaptureThread(ListSource(frames), ring, stop, BackoffConfig(initial_s=0.05, max_s=0.1))
+    capture.start()
+    try:
+        wait_for(lambda: capture.frames >= 6)
+    finally:
+        capture.stop()
+    assert capture.bad_frames == 3  # uint16, 4000x2, two channels
+    assert capture.state != "lost" and capture.errors == 0
+    seen = []
+    while (view := ring.get_latest(timeout=0)) is not None:
+        seen.append(view.image.copy())
+        view.release()
+    assert all(image.shape == (120, 160, 3) and image.dtype == np.uint8 for image in seen)
+    # (the newest frames only: the ring keeps the latest)
+    assert capture.status()["bad_frames"] == 3
+
+
+def test_bad_frames_in_a_row_count_as_a_lost_source() -> None:
+    from edgecam.sources.capture import BAD_FRAME_LIMIT
+
+    bad = np.zeros((120, 160, 3), np.float32)
+    source = ListSource([bad] * (BAD_FRAME_LIMIT + 5) + [np.full((120, 160, 3), 1, np.uint8)])
+    ring = FrameRing(4)
+    stop = threading.Event()
+    capture = CaptureThread(source, ring, stop, BackoffConfig(initial_s=0.05, max_s=0.1))
+    states: list[tuple[str, object]] = []
+    capture.on_state_change(lambda state, error: states.append((state, error)))
+    capture.start()
+    try:
+        wait_for(lambda: capture.reconnects >= 1)
+    finally:
+        capture.stop()
+    lost = [error for state, error in states if state == "lost"]
+    assert len(lost) == 1 and f"{BAD_FRAME_LIMIT} bad frames in a row" in str(lost[0]), states
+    assert "float32" in str(lost[0])
+    assert source.opens == 2 and capture.bad_frames == BAD_FRAME_LIMIT + 5

@@ -157,3 +157,16 @@ def test_runtime_settings_validate_before_applying(resnet_int8: Path, frames) ->
         assert daemon.config.publish.min_score == 0.0, "a rejected change must change nothing"
     daemon.pause()
     assert daemon.paused and daemon.state()["paused"] is True
+
+
+def test_odd_frames_do_not_end_the_daemon_and_grey_frames_preview(resnet_int8: Path, frames) -> None:
+    grey = [np.ascontiguousarray(frame[:, :, 1]) for frame in frames[:10]]
+    odd = [frames[0], np.zeros((480, 640, 3), np.uint16), *grey, np.zeros((2, 4000, 3), np.uint8)]
+    sink = CollectingSink()
+    daemon = make_daemon(resnet_int8, MemorySource(odd, fps=30), sink)
+    assert run_for(daemon, 2.0) == 0
+    counters = daemon.counters()
+    assert counters["bad_frames"] >= 2 and counters["processed"] > 10, counters
+    assert all(result.frame_width == 640 for result in sink.results)
+    jpeg = daemon.snapshot_jpeg()
+    assert jpeg is not None and jpeg[:2] == b"\xff\xd8"

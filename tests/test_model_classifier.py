@@ -122,3 +122,28 @@ def test_interpolation_modes_keep_geometry(effnet_models, real_photos, mode):
     assert clf.preprocessor.crop(_photo(real_photos, "rocket")).shape == (160, 160, 3)
     top = {label.label for label in clf.classify(_photo(real_photos, "chelsea"), 3)}
     assert top & CAT
+
+
+def test_extreme_aspect_ratios_stay_small_in_memory() -> None:
+    import tracemalloc
+
+    from edgecam.model.preprocess import resize_center_crop
+
+    strip = np.random.default_rng(0).integers(0, 255, (2, 4000, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        crop = resize_center_crop(strip, 160)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert crop.shape == (160, 160, 3)
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MiB for a 4000x2 strip (unclamped: ~190 MiB)"
+    # Up to 3:1 nothing is cut (a 21:9 camera gets torchvision's exact transform);
+    # beyond, the centre is kept.
+    from edgecam.model.preprocess import _clamp_aspect
+
+    wide = np.zeros((210, 490, 3), np.uint8)
+    assert _clamp_aspect(wide) is wide
+    strip[:, 1997:2003] = 255
+    centre = _clamp_aspect(strip)
+    assert centre.shape == (2, 6, 3) and (centre == 255).all()

@@ -77,7 +77,14 @@ def test_long_labels_are_shortened_and_no_result_still_shows_fps() -> None:
     assert _bright_pixels(empty, (0, 0, 320, 40)) > 20
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32)])
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint16), np.zeros((10, 10, 3), np.float32)])
 def test_rejects_non_bgr_frames_with_a_clear_message(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_overlay(bad, None, None)
+
+
+def test_grey_frames_are_drawn_in_colour() -> None:
+    grey = np.full((240, 320), 100, np.uint8)
+    out = draw_overlay(grey, make_result(1, np.dstack([grey] * 3)), 10.0)
+    assert out.shape == (240, 320, 3) and out.dtype == np.uint8
+    assert _bright_pixels(out, (0, 0, 320, 40)) > 20  # the text panel is there

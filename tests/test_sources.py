@@ -351,3 +351,19 @@ def test_picamera2_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -
 def test_picamera2_lores_larger_than_main_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="must not be larger than the main stream 320x240"):
         picam(width=320, height=240, picamera2={"lores_width": 640, "lores_height": 480})
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:s3cr3t@cam.lan:554/stream1", "rtsp://admin:***@cam.lan:554/stream1"),
+    ("rtsp://TOKEN123@cam", "rtsp://***@cam"),
+    ("http://cam/snap.cgi?user=admin&pwd=s3cr3t", "http://cam/snap.cgi?user=***&pwd=***"),
+    ("http://cam/video.mjpg?resolution=640x480&Token=abc&fps=10", "http://cam/video.mjpg?resolution=640x480&Token=***&fps=10"),
+    ("http://cam:8080/video.mjpg", "http://cam:8080/video.mjpg"),
+])
+def test_credentials_never_reach_logs_or_payloads(url: str, shown: str) -> None:
+    from edgecam.sources.opencv_source import redact_url
+
+    assert redact_url(url) == shown
+    source = OpenCVSource(SourceConfig(uri=url))
+    assert source.source_id == shown and source.describe() == f"stream {shown}"
+    assert all(secret not in source.source_id for secret in ("s3cr3t", "TOKEN123", "abc"))

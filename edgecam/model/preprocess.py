@@ -40,6 +40,26 @@ def resize_size(height: int, width: int, short: int) -> tuple[int, int]:
     return short, int(short * width / height)
 
 
+# A frame (or an uploaded picture) wider than this is first cut to its centre at this
+# aspect ratio: the centre crop never uses more, and a 4000x2 strip would otherwise be
+# resized to 364000x182 on the way (320 MB peak RSS, measured). Up to 3:1 (21:9
+# ultrawide cameras are 2.33:1) the output is exactly torchvision's.
+MAX_ASPECT = 3.0
+
+
+def _clamp_aspect(image: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    if width > MAX_ASPECT * height:
+        keep = int(MAX_ASPECT * height)
+        left = (width - keep) // 2
+        return image[:, left : left + keep]
+    if height > MAX_ASPECT * width:
+        keep = int(MAX_ASPECT * width)
+        top = (height - keep) // 2
+        return image[top : top + keep]
+    return image
+
+
 def _shrink_whole_factor(image: np.ndarray, short: int) -> np.ndarray:
     """Downscale by the largest integer factor keeping the short side >= ``short``."""
     height, width = image.shape[:2]
@@ -59,6 +79,7 @@ def resize_center_crop(
     if interpolation not in _CV2_FLAGS:
         raise ValueError(f"interpolation {interpolation!r}: choose from {', '.join(INTERPOLATIONS)}")
     short = int(size / CROP_FRACTION)
+    image = _clamp_aspect(image)
     if interpolation == "area+linear":
         image = _shrink_whole_factor(image, short)
     height, width = image.shape[:2]

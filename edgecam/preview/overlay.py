@@ -50,6 +50,8 @@ def draw_overlay(frame_bgr: np.ndarray, result: Optional[Result], fps: Optional[
 
 
 def _scaled_copy(frame_bgr: np.ndarray) -> np.ndarray:
+    if frame_bgr.ndim == 2 and frame_bgr.dtype == np.uint8:
+        frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)  # grey uploads / test frames
     if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
         raise ValueError(f"draw_overlay needs an HxWx3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
     height, width = frame_bgr.shape[:2]

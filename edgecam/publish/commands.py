@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.service.control import DaemonControl
 from edgecam.service.settings import SETTINGS, check_setting
 
 logger = logging.getLogger(__name__)
+
+#: Rejected commands are logged at most this often (with a count of the rest), so a
+#: client hammering the topic with junk cannot flood the journal. Each still gets a reply.
+REJECT_LOG_INTERVAL_S = 10.0
 
 CommandId = Union[str, int]
 COMMANDS = ("pause", "resume", "snapshot", "set", "status")
@@ -159,7 +164,8 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
     return outcome
 
 
-def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: int) -> Outcome:
+def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: int,
+                   reject_log: Optional[Callable[[CommandError], None]] = None) -> Outcome:
     """Parse + execute; every failure becomes an error reply and one log line. Never raises."""
     command: Optional[Command] = None
     try:
@@ -168,7 +174,7 @@ def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: 
             raise CommandError("commands are not available (no daemon control)", command.cmd, command.id)
         return execute(command, control)
     except CommandError as err:
-        logger.warning("Rejected MQTT command: %s", err)
+        (reject_log or _log_rejected)(err)
         return Outcome(error_reply(err))
     except EdgecamError as err:
         logger.warning("MQTT command %r failed: %s", command.cmd if command else "?", err)
@@ -179,6 +185,30 @@ def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: 
         return Outcome(error_reply(CommandError(f"internal error: {type(err).__name__}: {err}",
                                                 command.cmd if command else None,
                                                 command.id if command else None)))
+
+
+def _log_rejected(err: CommandError) -> None:
+    logger.warning("Rejected MQTT command: %s", err)
+
+
+class RejectLog:
+    """At most one warning per ``interval_s`` for rejected commands, then a count
+    (the MQTT sink keeps one, so junk on the command topic cannot flood the journal)."""
+
+    def __init__(self, interval_s: float = REJECT_LOG_INTERVAL_S) -> None:
+        self._interval = interval_s
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def __call__(self, err: CommandError) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more rejected since the last report)" if self._suppressed else ""
+        logger.warning("Rejected MQTT command: %s%s", err, more)
+        self._last, self._suppressed = now, 0
+
 
 
 def encode_reply(reply: Mapping[str, Any]) -> bytes:

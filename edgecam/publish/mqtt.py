@@ -148,6 +148,7 @@ class MqttSink(Sink):
         self._stop = threading.Event()
         self._worker: Optional[threading.Thread] = None
         self._fail_log = _FailureLog()
+        self._reject_log = commands.RejectLog()
         self._client = self._make_client()
 
     def __repr__(self) -> str:
@@ -183,8 +184,13 @@ class MqttSink(Sink):
         logger.info("MQTT: connecting to %s:%d as %s (prefix %s)", self._cfg.host, self._cfg.port,
                     self._config.client_id, self._topics.prefix)
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Publish retained ``offline``, disconnect, stop the threads."""
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Publish retained ``offline``, disconnect, stop the threads: bounded by ~3 x timeout_s.
+
+        paho's loop_stop() joins its network thread, which may sit in getaddrinfo()
+        for a broker given by name while DNS is unreachable; that join runs on a
+        helper thread we wait for only ``timeout_s`` (paho's thread is a daemon
+        thread, so it never holds the process's exit)."""
         self._stopping = True
         if self._connected:
             info = self._client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
@@ -196,13 +202,20 @@ class MqttSink(Sink):
             left = len(self._pending)
         if left:
             logger.warning("MQTT: %d queued result(s) not delivered at shutdown", left)
-        self._client.disconnect()
-        self._client.loop_stop()
+        closer = threading.Thread(target=self._disconnect, name="edgecam-mqtt-stop", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            logger.warning("MQTT: network thread did not stop within %.1f s; leaving it", timeout_s)
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=timeout_s)
         with self._lock:
             self._connected = self._online = False
+
+    def _disconnect(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
     # ----------------------------------------------------------- public state
     @property
@@ -312,6 +325,11 @@ class MqttSink(Sink):
                            self._cfg.host, self._cfg.port, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.retain and message.topic == self._topics.cmd:
+            # A command someone published with the retain flag would run again at every
+            # start (a retained "pause" pauses every boot): never act on it.
+            self._post(("retained", message.topic, len(message.payload)))
+            return
         self._post(("message", message.topic, bytes(message.payload)))
 
     def _post(self, event: tuple[Any, ...]) -> None:
@@ -342,6 +360,10 @@ class MqttSink(Sink):
     def _dispatch(self, event: tuple[Any, ...]) -> None:
         if event[0] == "connected":
             self._on_session_up()
+        elif event[0] == "retained":
+            logger.warning("MQTT: ignoring a retained command on %s (%d bytes): commands must not be "
+                           "published with the retain flag; clear it with an empty retained message",
+                           event[1], event[2])
         elif event[0] == "message":
             topic, payload = event[1], event[2]
             if topic == self._topics.cmd:
@@ -383,7 +405,8 @@ class MqttSink(Sink):
             self._send(discovery_topic(self._config), _json(payload), 1, True)
 
     def _run_command(self, payload: bytes) -> None:
-        outcome = commands.handle_command(payload, self._control, self._cfg.commands.max_payload_bytes)
+        outcome = commands.handle_command(payload, self._control, self._cfg.commands.max_payload_bytes,
+                                          self._reject_log)
         if outcome.snapshot is not None:
             self._send(self._topics.snapshot, outcome.snapshot, 1, False)
             outcome.reply["topic"] = self._topics.snapshot

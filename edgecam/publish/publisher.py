@@ -4,6 +4,11 @@ Inference never waits for a sink: ``submit`` drops the oldest queued item when
 the queue is full (counted in ``dropped``). The thread applies the publish
 policy, stamps each result with the moment it is handed to the sinks (the
 ``publish`` part of the latency breakdown) and calls every sink in turn.
+
+On stop the thread itself delivers what is queued (for a bounded time) and
+returns; nothing else ever calls into the sinks' publish methods, so a sink
+stuck in a write can never block a second thread (the main thread at shutdown).
+Sinks bound their own writes (``Sink.problem()`` reports a stall).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from edgecam.heartbeat import Heartbeat
 from edgecam.publish.sink import Sink
 from edgecam.result import Result
 
 log = logging.getLogger(__name__)
 
 _RESULT, _STATS, _STATE = "result", "stats", "state"
+DRAIN_S = 0.3  # how long the thread keeps delivering queued items after a stop
 
 
 class PublisherThread:
@@ -35,18 +42,21 @@ class PublisherThread:
         self.dropped = 0
         self.published = 0
         self.suppressed = 0
+        self.heartbeat = Heartbeat("publisher")
 
     def start(self) -> None:
         for sink in self.sinks:
             sink.start()
+        self.heartbeat.beat()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 0.5) -> None:
-        """Deliver what is already queued (briefly), then stop every sink."""
+    def stop(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) for the thread to deliver what is queued, then stop every sink."""
         if self._thread is not None:
             self._thread.join(timeout)
-        self._drain(deadline=time.monotonic() + 0.2)
+            if self._thread.is_alive():
+                log.warning("publisher: still busy in a sink after %.1f s; not waiting for it", timeout)
         for sink in self.sinks:
             try:
                 sink.stop()
@@ -79,13 +89,24 @@ class PublisherThread:
                 except queue.Empty:
                     pass
 
+    def problems(self) -> list[str]:
+        """Why results are not getting out (a sink stalled...); empty when they are."""
+        found = []
+        for sink in self.sinks:
+            problem = sink.problem()
+            if problem:
+                found.append(f"{sink.name}: {problem}")
+        return found
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.heartbeat.beat()
             try:
                 item = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
             self._deliver(item)
+        self._drain(deadline=time.monotonic() + DRAIN_S)
 
     def _drain(self, deadline: float) -> None:
         while time.monotonic() < deadline:

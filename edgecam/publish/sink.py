@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Optional
 
 from edgecam.result import Result
 
@@ -29,6 +29,11 @@ class Sink(ABC):
 
     def publish_state(self, state: dict[str, Any]) -> None:
         """Deliver the retained device state (source connected, model, paused...)."""
+
+    def problem(self) -> Optional[str]:
+        """Why this sink cannot deliver right now (e.g. its reader stopped reading), or None.
+        Must return at once: the daemon's health check calls it."""
+        return None
 
     def stop(self) -> None:
         """Flush what can be flushed quickly and disconnect cleanly."""

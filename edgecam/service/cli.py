@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device-id", help="device id used in topics and payloads")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, hard_exit=True)
 
     check = subparsers.add_parser("check-config", help="validate a config file without running")
     check.add_argument("file", metavar="FILE")

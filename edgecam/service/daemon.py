@@ -40,8 +40,11 @@ from edgecam.sources.factory import make_source
 
 log = logging.getLogger(__name__)
 
-#: Inference counts as stuck when frames are there but no result came for this long.
-STUCK_AFTER_S = 10.0
+#: A loop whose heartbeat is older than this is wedged (for /health; the watchdog
+#: check uses half the watchdog interval when that is shorter, so a hang stops the
+#: pings well before systemd's deadline).
+STALL_S = 10.0
+MIN_STALL_S = 0.2
 
 
 def inference_settings(config: Config) -> InferenceSettings:
@@ -75,7 +78,7 @@ class Daemon:
         self.inference_latency = LatencyWindow()
         self.inference = InferenceThread(self.ring, self.classifier, inference_settings(config),
                                          self._on_result, self.stop_event, config.device_id,
-                                         self.source.source_id, on_skip=self.watchdog.ping)
+                                         self.source.source_id)
         self.mqtt_sink: Optional[Sink] = None
         sinks = [*self._make_sinks(stdout_results), *extra_sinks]
         self.publisher = PublisherThread(sinks, make_policy(config.publish), config.publish.queue_size,
@@ -128,13 +131,20 @@ class Daemon:
         log.info("edgecam %s: device %s, source %s, model %s (%s, %dpx, %d threads)", __version__,
                  self.config.device_id, self.source.describe(), info.name, info.precision,
                  info.input_size, self.config.model.threads)
+        # The preview binds its port first: a port in use is one clear error (exit 2)
+        # before any pipeline thread exists.
+        self._extras = self._make_extras()
+        try:
+            for extra in self._extras:
+                extra.start()
+        except BaseException:
+            for extra in self._extras:
+                extra.stop()
+            raise
         self.publisher.start()
         self.publisher.submit_state(self.state())
         self.inference.start()
         self.capture.start()
-        self._extras = self._make_extras()
-        for extra in self._extras:
-            extra.start()
         try:
             self._wait_loop()
         finally:
@@ -155,9 +165,7 @@ class Daemon:
             if self._source_finished():
                 log.info("source ended, stopping")
                 break
-            if self.paused or (not self.capture.connected and self.capture.is_alive()):
-                # Not stuck, just idle on purpose or retrying a lost camera with backoff:
-                # a restart by systemd would not help, so keep the watchdog fed.
+            if self.liveness(self._watchdog_stall_s())[0]:
                 self.watchdog.ping()
             if now >= next_stats:
                 next_stats = now + self.config.stats.interval_s
@@ -196,7 +204,6 @@ class Daemon:
             self._ready.set()
             self.notifier.ready()
             log.info("ready: first frame classified (%s %.2f)", result.top[0].label, result.top[0].score)
-        self.watchdog.ping()  # only while frames flow: a stuck pipeline stops the pings
 
     def _on_published(self, result: Result) -> None:
         self.latency.add(result.total_ms)
@@ -248,14 +255,19 @@ class Daemon:
             "dropped": ring["dropped"],
             "pending": ring["pending"],
             "skipped": self.inference.skipped,
+            "inference_errors": self.inference.errors,
+            "bad_frames": self.capture.bad_frames,
             "published": self.publisher.published,
             "suppressed": self.publisher.suppressed,
-            "publish_dropped": self.publisher.dropped + mqtt.get("dropped", 0),
+            "publish_dropped": self.publisher.dropped + mqtt.get("dropped", 0) + self._stdout_dropped(),
             "queue_depth": self.publisher.queue_depth + mqtt.get("queued", 0),
             "mqtt_connected": mqtt.get("connected") if self.mqtt_sink is not None else None,
             "source_state": self.capture.state,
             "paused": self.paused,
         }
+
+    def _stdout_dropped(self) -> int:
+        return sum(getattr(sink, "dropped", 0) for sink in self.publisher.sinks if isinstance(sink, StdoutSink))
 
     def stats(self) -> dict[str, Any]:
         """The latest periodic snapshot, with the counters refreshed to this instant."""
@@ -277,19 +289,56 @@ class Daemon:
     def snapshot_jpeg(self) -> Optional[bytes]:
         return self.hub.latest_jpeg()
 
-    def health(self) -> tuple[bool, str]:
-        if not self.capture.connected:
-            return False, f"source {self.capture.state}: {self.capture.last_error or 'no frames yet'}"
-        if self.paused:
-            return True, "paused"
-        last = self.inference.last_result_mono
+    def _watchdog_stall_s(self) -> float:
+        interval = self.watchdog.period_s
+        return STALL_S if interval is None else max(MIN_STALL_S, min(STALL_S, interval))
+
+    def liveness(self, stall_s: float = STALL_S) -> tuple[bool, str]:
+        """(True, "ok") while every loop makes progress; the watchdog pings only then.
+
+        A camera that is lost but retried with backoff is alive (a restart would not
+        help); one whose open or read hangs in native code past its deadline is not.
+        Paused means the inference loop is alive and idle, not "skip the checks"."""
+        source_limit = stall_s + self.config.source.read_timeout_s
+        loops = ((self.capture.heartbeat, source_limit), (self.inference.heartbeat, stall_s),
+                 (self.publisher.heartbeat, stall_s + 1.0))
+        for heartbeat, limit in loops:
+            if heartbeat.stale(limit):
+                return False, f"{heartbeat.name} loop stuck for {heartbeat.age():.0f} s"
         if not self.inference.alive:
             return False, "inference thread is not running"
-        if last is None:
-            return (False, "no frame classified yet")
-        if time.monotonic() - last > STUCK_AFTER_S:
-            return False, f"inference stuck: no result for {time.monotonic() - last:.0f} s"
-        return True, "ok"
+        stuck = self.source.stuck_for()
+        if stuck > source_limit:
+            return False, f"source {self.source.source_id}: a call into it has hung for {stuck:.0f} s"
+        problems = self.publisher.problems()
+        if problems:
+            return False, "; ".join(problems)
+        if not self.paused and self.capture.connected:
+            waited = self._since_progress()
+            if waited is not None and waited > stall_s + self._expected_period_s():
+                return False, f"inference stuck: no result for {waited:.0f} s"
+        return True, "paused" if self.paused else "ok"
+
+    def _since_progress(self) -> Optional[float]:
+        """Seconds since the last result or skip, counted from the first frame at the latest."""
+        stamps = [t for t in (self.inference.last_progress_mono, self.capture.connected_since_mono)
+                  if t is not None]
+        return time.monotonic() - max(stamps) if stamps else None
+
+    def _expected_period_s(self) -> float:
+        max_fps = self.inference.settings.max_fps
+        return 1.0 / max_fps if max_fps > 0 else 0.0
+
+    def health(self) -> tuple[bool, str]:
+        """/health: liveness, plus the camera delivering and a first result."""
+        alive, reason = self.liveness(self._watchdog_stall_s())
+        if not alive:
+            return False, reason
+        if not self.capture.connected:
+            return False, f"source {self.capture.state}: {self.capture.last_error or 'no frames yet'}"
+        if self.inference.last_result_mono is None and not self.paused:
+            return False, "no frame classified yet"
+        return True, reason
 
     def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
         start = time.perf_counter()

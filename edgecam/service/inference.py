@@ -19,9 +19,15 @@ import cv2
 import numpy as np
 
 from edgecam.buffer.ring import FrameRing
+from edgecam.errors import EdgecamError
+from edgecam.heartbeat import Heartbeat
 from edgecam.result import Result
 
 log = logging.getLogger(__name__)
+
+#: Failed classifications in a row before the thread gives up (the daemon then exits 1
+#: and systemd restarts it); a single failure is logged, counted and skipped.
+ERROR_LIMIT = 10
 
 
 @dataclass(frozen=True)
@@ -63,13 +69,12 @@ class ChangeDetector:
 class InferenceThread:
     def __init__(self, ring: FrameRing, classifier: Any, settings: InferenceSettings,
                  emit: Callable[[Result, np.ndarray], None], stop_event: threading.Event,
-                 device_id: str, source_id: str, on_skip: Optional[Callable[[], None]] = None) -> None:
+                 device_id: str, source_id: str) -> None:
         self.ring = ring
         self.classifier = classifier
         self.settings = settings
         self.paused = False
         self._emit = emit  # called with (result, frame view) while the frame is still held
-        self._on_skip = on_skip  # a skipped frame still proves the pipeline is alive
         self._stop = stop_event
         self._device_id = device_id
         self._source_id = source_id
@@ -80,9 +85,15 @@ class InferenceThread:
         self.processed = 0
         self.skipped = 0
         self.last_result_mono: Optional[float] = None
+        #: Last result or deliberate skip: proof that frames get through, not just that we loop.
+        self.last_progress_mono: Optional[float] = None
+        self.errors = 0
+        self._errors_in_a_row = 0
         self.error: Optional[BaseException] = None
+        self.heartbeat = Heartbeat("inference")
 
     def start(self) -> None:
+        self.heartbeat.beat()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
@@ -105,19 +116,32 @@ class InferenceThread:
     def _loop(self) -> None:
         last_seq = -1
         while not self._stop.is_set():
+            self.heartbeat.beat()
             if self.paused:
+                self.last_progress_mono = time.monotonic()  # idle on purpose: counts as progress
                 self._stop.wait(0.05)
                 continue
             if self._throttle():
                 continue
-            view = self.ring.get_latest(after_seq=last_seq, timeout=0.25)
+            view = self.ring.get_latest(after_seq=last_seq, timeout=0.1)
             if view is None:
                 continue
             last_seq = view.seq
             try:
                 self._handle(view)
+            except EdgecamError as err:
+                self._failed(err)
             finally:
                 self.ring.release(view)
+
+    def _failed(self, err: EdgecamError) -> None:
+        """One frame could not be classified: log, count, go on; give up after ERROR_LIMIT in a row."""
+        self.errors += 1
+        self._errors_in_a_row += 1
+        if self._errors_in_a_row == 1:
+            log.warning("inference: frame skipped: %s", err)
+        if self._errors_in_a_row >= ERROR_LIMIT:
+            raise EdgecamError(f"{ERROR_LIMIT} frames in a row failed to classify; last: {err}")
 
     def _throttle(self) -> bool:
         """Honour max_fps by waiting before taking a frame, so the frame is fresh."""
@@ -143,8 +167,7 @@ class InferenceThread:
         start = time.monotonic()
         if self._should_skip(view.image, start):
             self.skipped += 1
-            if self._on_skip is not None:
-                self._on_skip()
+            self.last_progress_mono = start
             return
         probabilities = self.classifier.probabilities(view.image)
         end = time.monotonic()
@@ -153,7 +176,8 @@ class InferenceThread:
         self._last_classified = start
         result = self._make_result(view, self._smooth(probabilities, settings.smoothing), start, end)
         self.processed += 1
-        self.last_result_mono = end
+        self._errors_in_a_row = 0
+        self.last_result_mono = self.last_progress_mono = end
         self._emit(result, view.image)
 
     def _smooth(self, probabilities: np.ndarray, window: int) -> np.ndarray:

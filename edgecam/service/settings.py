@@ -41,14 +41,26 @@ def check_setting(key: str, value: Any) -> Any:
     if not ok:
         want = {float: "a number", int: "an integer", str: "a string"}[kind]
         raise ConfigError(f"{key} must be {want}, got {type(value).__name__}")
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{key} must be finite")
+    if kind is float:
+        try:
+            finite = math.isfinite(value)  # OverflowError for an int of 400 digits
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ConfigError(f"{key} must be a finite number")
+    elif kind is int and abs(value) > 2**31:
+        raise ConfigError(f"{key}: {str(value)[:20]}... is out of range")
     try:
         section.model_validate({key: value})
     except ValidationError as err:
         msg = err.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{key}: {msg} (got {value!r})") from None
+        raise ConfigError(f"{key}: {msg} (got {_short(value)})") from None
     return float(value) if kind is float else value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def validate_update(publish: PublishConfig, inference: InferenceConfig,

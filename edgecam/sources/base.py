@@ -35,6 +35,13 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device. Safe to call twice or after a failed open."""
 
+    def stuck_for(self) -> float:
+        """Seconds a blocking call into the device has been running (0 when none).
+
+        Sources whose calls can hang in native code run them on a TimedCaller and
+        report it here; the daemon stops the watchdog once this passes its limit."""
+        return 0.0
+
     def describe(self) -> str:
         """Human-readable description for logs and the state topic."""
         return self.source_id

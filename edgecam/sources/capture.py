@@ -6,6 +6,10 @@ warning per outage, closes the source and retries with a capped, jittered
 backoff that waits on the stop event (so SIGTERM interrupts the wait); the
 backoff is reset by the first good frame. EndOfStream (a non-looping file)
 ends capture with state "ended"; the daemon decides what happens next.
+
+Every frame is checked (``frames.to_bgr_frame``): a bad one is skipped and
+counted, and only ``BAD_FRAME_LIMIT`` bad frames in a row count as a lost
+source. The loop stamps ``heartbeat`` every turn, backoff waits included.
 """
 
 from __future__ import annotations
@@ -19,11 +23,18 @@ from edgecam.backoff import Backoff
 from edgecam.buffer.ring import FrameRing
 from edgecam.config import BackoffConfig
 from edgecam.errors import EndOfStream, SourceError
+from edgecam.heartbeat import Heartbeat
 from edgecam.sources.base import FrameSource
+from edgecam.sources.frames import BadFrame, to_bgr_frame
 
 log = logging.getLogger(__name__)
 
 STARTING, CONNECTED, LOST, ENDED, STOPPED = "starting", "connected", "lost", "ended", "stopped"
+
+#: Bad frames in a row before the source counts as lost (and is reopened).
+BAD_FRAME_LIMIT = 30
+#: Longest stretch without a heartbeat while waiting out a backoff delay.
+_BEAT_SLICE_S = 0.5
 
 #: Called from the capture thread with (state, last_error) after every state change.
 StateHook = Callable[[str, Optional[str]], None]
@@ -55,6 +66,12 @@ class CaptureThread:
         self.last_frame_mono: Optional[float] = None
         #: The latest backoff delay (s) of the current outage; None while connected.
         self.last_delay_s: Optional[float] = None
+        #: Frames skipped as unusable (wrong dtype/shape), and how many in a row now.
+        self.bad_frames = 0
+        self._bad_in_a_row = 0
+        #: When the current connection delivered its first frame (None while not connected).
+        self.connected_since_mono: Optional[float] = None
+        self.heartbeat = Heartbeat("capture")
 
     @property
     def connected(self) -> bool:
@@ -67,7 +84,8 @@ class CaptureThread:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("CaptureThread already started")
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self.heartbeat.beat()
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.source.source_id}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
@@ -90,12 +108,13 @@ class CaptureThread:
         age = None if self.last_frame_mono is None else round(time.monotonic() - self.last_frame_mono, 3)
         return {"state": self.state, "connected": self.connected, "source": self.source.source_id,
                 "last_error": self.last_error, "reconnects": self.reconnects, "errors": self.errors,
-                "frames": self.frames, "last_frame_age_s": age}
+                "frames": self.frames, "bad_frames": self.bad_frames, "last_frame_age_s": age}
 
     # -- the loop -------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                self.heartbeat.beat()
                 if not self._open():
                     continue
                 if self._pump() == ENDED:
@@ -123,12 +142,17 @@ class CaptureThread:
     def _pump(self) -> str:
         """Read until stop, loss or end. Returns the state that ended the pumping."""
         while not self._stop.is_set():
+            self.heartbeat.beat()
             try:
-                image = self.source.read()
+                image = to_bgr_frame(self.source.read(), self.source.source_id)
             except EndOfStream as err:
                 log.info("capture: %s", err)
                 self._set_state(ENDED, None)
                 return ENDED
+            except BadFrame as err:
+                if self._bad_frame(err):
+                    return LOST
+                continue
             except SourceError as err:
                 self._lost(err)
                 return LOST
@@ -139,10 +163,23 @@ class CaptureThread:
             now_mono, now_wall = time.monotonic(), time.time()
             self.ring.put(image, now_mono, now_wall)
             self.frames += 1
+            self._bad_in_a_row = 0
             self.last_frame_mono = now_mono
             if self.state != CONNECTED:
                 self._connected()
         return STOPPED
+
+    def _bad_frame(self, err: BadFrame) -> bool:
+        """Skip and count one bad frame; True when too many in a row mean the source is lost."""
+        self.bad_frames += 1
+        self._bad_in_a_row += 1
+        if self._bad_in_a_row == 1:
+            log.warning("capture: skipped a bad frame: %s", err)
+        if self._bad_in_a_row < BAD_FRAME_LIMIT:
+            return False
+        self._bad_in_a_row = 0
+        self._lost(SourceError(f"{BAD_FRAME_LIMIT} bad frames in a row: {err}"))
+        return True
 
     def _connected(self) -> None:
         if self.state == LOST:
@@ -152,6 +189,7 @@ class CaptureThread:
             log.info("capture: first frame from %s", self.source.describe())
         self._backoff.reset()
         self.last_delay_s = None
+        self.connected_since_mono = time.monotonic()
         self._set_state(CONNECTED, None)
 
     def _lost(self, err: Exception) -> None:
@@ -163,9 +201,20 @@ class CaptureThread:
             log.warning("capture: %s; retrying with backoff", message)
         else:
             log.debug("capture: still lost: %s", message)
+        self.connected_since_mono = None
         self._set_state(LOST, message)
         self.last_delay_s = delay = self._backoff.next_delay()
-        self._stop.wait(delay)
+        self._wait(delay)
+
+    def _wait(self, delay: float) -> None:
+        """Wait out a backoff delay (or until stop), beating the heartbeat meanwhile."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            self.heartbeat.beat()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, _BEAT_SLICE_S))
 
     def _set_state(self, state: str, error: Optional[str]) -> None:
         changed = state != self.state or error != self.last_error

@@ -11,18 +11,18 @@ Three kinds, chosen from the uri:
   read, so a file moved away raises SourceError (the capture thread retries)
   and playback resumes once it is back.
 
-Device and stream reads run on a helper thread (``_TimedReader``) so a read that
-hangs is abandoned after ``read_timeout_s`` with a SourceError instead of
-freezing the capture thread.
+Device and stream opens, reads and releases run on a helper thread
+(``TimedCaller``): an open or read that hangs is abandoned after
+``read_timeout_s`` with a SourceError instead of freezing the capture thread,
+and ``stuck_for()`` tells the daemon when a native call never came back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, TypeVar, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
@@ -32,10 +32,12 @@ from edgecam.config import SourceConfig
 from edgecam.errors import EndOfStream, SourceError
 from edgecam.sources.base import FrameSource
 from edgecam.sources.pacing import Pacer
+from edgecam.sources.timed import CallTimeout, TimedCaller
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE_FPS = 30.0
+T = TypeVar("T")
 
 
 def classify_uri(uri: str) -> str:
@@ -48,81 +50,29 @@ def classify_uri(uri: str) -> str:
     return "file"
 
 
+# Query parameters that carry credentials in camera URLs (snapshot CGIs, tokens...).
+SECRET_PARAMS = frozenset({"user", "username", "usr", "login", "pwd", "pass", "passwd", "password", "token",
+                           "access_token", "auth", "authorization", "key", "apikey", "api_key", "secret",
+                           "sig", "signature", "credentials", "session", "sessionid"})
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by '***' (safe for logs and payloads)."""
+    """The URL with its credentials replaced by '***' (safe for logs, payloads and /health):
+    the password of ``user:pass@``, a bare token in ``TOKEN@host``, and the values of
+    query parameters such as ``user=``, ``pwd=`` or ``token=``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
+    query = "&".join(_redact_param(item) for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def as_bgr(frame: np.ndarray, source_id: str) -> np.ndarray:
-    """Normalise a decoded frame to BGR uint8 HxWx3."""
-    if frame.dtype != np.uint8:
-        raise SourceError(f"{source_id}: frames are {frame.dtype}, expected 8-bit (uint8)")
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.ndim == 3 and frame.shape[2] == 3:
-        return frame
-    raise SourceError(f"{source_id}: unexpected frame shape {frame.shape}")
-
-
-class _TimedReader:
-    """Runs ``cap.read()`` on a daemon thread so a hung read can be abandoned.
-
-    After a timeout the capture object belongs to the helper thread, which
-    releases it when (if ever) the read returns: releasing a VideoCapture while
-    another thread reads from it is not safe.
-    """
-
-    def __init__(self, cap: cv2.VideoCapture, name: str) -> None:
-        self._cap = cap
-        self._go = threading.Event()
-        self._done = threading.Event()
-        self._result: tuple[bool, Optional[np.ndarray]] = (False, None)
-        self._in_flight = False
-        self._closing = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def read(self, timeout: float) -> Optional[tuple[bool, Optional[np.ndarray]]]:
-        """(ok, frame) from cap.read(), or None if no answer within ``timeout``."""
-        if self._in_flight:
-            return None  # an earlier read is still stuck
-        self._done.clear()
-        self._in_flight = True
-        self._go.set()
-        if not self._done.wait(timeout):
-            return None
-        return self._result
-
-    def _loop(self) -> None:
-        while True:
-            self._go.wait()
-            self._go.clear()
-            if self._closing:
-                break
-            try:
-                result = self._cap.read()
-            except cv2.error as err:
-                log.debug("cap.read() raised: %s", err)
-                result = (False, None)
-            self._result = result
-            self._in_flight = False
-            self._done.set()
-        self._cap.release()
-
-    def close(self) -> None:
-        stuck = self._in_flight
-        self._closing = True
-        self._go.set()
-        if not stuck:
-            self._thread.join(timeout=2.0)  # device released before any reopen
+def _redact_param(item: str) -> str:
+    name, has_value, _ = item.partition("=")
+    return f"{name}=***" if has_value and name.lower() in SECRET_PARAMS else item
 
 
 class OpenCVSource(FrameSource):
@@ -133,7 +83,8 @@ class OpenCVSource(FrameSource):
         self.uri = cfg.uri.strip()
         self.kind = classify_uri(self.uri)
         self._cap: Optional[cv2.VideoCapture] = None
-        self._reader: Optional[_TimedReader] = None
+        self._live: Optional[cv2.VideoCapture] = None  # device/stream capture, owned by _caller's thread
+        self._caller: Optional[TimedCaller] = None
         self._pacer: Optional[Pacer] = None
         self._file_id: Optional[tuple[int, int]] = None
         self.native_fps: Optional[float] = None
@@ -182,6 +133,12 @@ class OpenCVSource(FrameSource):
         self._pacer = Pacer(fps) if self.cfg.pace else None
 
     def _open_device(self) -> None:
+        self._live = self._timed(self._make_device_capture, "open")
+        log.info("%s: opened at %dx%d, %.1f fps", self.source_id, self._live.get(cv2.CAP_PROP_FRAME_WIDTH),
+                 self._live.get(cv2.CAP_PROP_FRAME_HEIGHT), self._live.get(cv2.CAP_PROP_FPS))
+
+    def _make_device_capture(self) -> cv2.VideoCapture:
+        """Runs on the helper thread (VideoCapture's open can block in the driver)."""
         cap = cv2.VideoCapture(self._device_target(), cv2.CAP_ANY)
         if not cap.isOpened():
             cap.release()
@@ -197,22 +154,32 @@ class OpenCVSource(FrameSource):
         if cfg.fps:
             cap.set(cv2.CAP_PROP_FPS, cfg.fps)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fresh frames, not OpenCV's queue (opencv#13145)
-        log.info("%s: opened at %dx%d, %.1f fps", self.source_id, cap.get(cv2.CAP_PROP_FRAME_WIDTH),
-                 cap.get(cv2.CAP_PROP_FRAME_HEIGHT), cap.get(cv2.CAP_PROP_FPS))
-        self._reader = _TimedReader(cap, f"read-{self.source_id}")
+        return cap
 
     def _open_stream(self) -> None:
-        # FFmpeg's own read timeout is a backstop at twice ours: our watchdog reports
-        # first, and FFmpeg's bounds how long an abandoned helper thread lives.
+        self._live = self._timed(self._make_stream_capture, "open")
+
+    def _make_stream_capture(self) -> cv2.VideoCapture:
+        """Runs on the helper thread. FFmpeg's own timeouts are a backstop at twice ours
+        (they do not cover every input, e.g. a pipe): our deadline reports first."""
         ms = int(self.cfg.read_timeout_s * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 2 * ms]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 2 * ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 2 * ms]
         cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open stream {self.source_id} "
                               "(unreachable, wrong URL or credentials, or unsupported format)")
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self._reader = _TimedReader(cap, "read-stream")
+        return cap
+
+    def _timed(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` on this source's helper thread, bounded by read_timeout_s."""
+        if self._caller is None:
+            self._caller = TimedCaller(f"camera-{self.source_id}")
+        return self._caller.call(fn, self.cfg.read_timeout_s, f"{what} of {self.source_id}")
+
+    def stuck_for(self) -> float:
+        return self._caller.stuck_for() if self._caller is not None else 0.0
 
     # -- read -------------------------------------------------------------------
     def read(self) -> np.ndarray:
@@ -224,17 +191,20 @@ class OpenCVSource(FrameSource):
         return self._read_live()
 
     def _read_live(self) -> np.ndarray:
-        if self._reader is None:
+        cap = self._live
+        if cap is None:
             raise SourceError(f"{self.source_id} is not open")
-        timeout = self.cfg.read_timeout_s
-        result = self._reader.read(timeout)
-        if result is None:
-            raise SourceError(f"no frame from {self.source_id} for {timeout:.1f} s (read_timeout_s)")
-        ok, frame = result
+        try:
+            ok, frame = self._timed(cap.read, "read")
+        except cv2.error as err:
+            raise SourceError(f"{self.source_id}: read failed ({err})") from None
+        except CallTimeout as err:
+            raise SourceError(f"no frame from {self.source_id} for {self.cfg.read_timeout_s:.1f} s "
+                              f"(read_timeout_s): {err}") from None
         if not ok or frame is None:
             what = "camera" if self.kind == "device" else "stream"
             raise SourceError(f"{what} {self.source_id} stopped delivering frames")
-        return as_bgr(frame, self.source_id)
+        return frame
 
     def _read_file(self) -> np.ndarray:
         if self._cap is None:
@@ -248,7 +218,7 @@ class OpenCVSource(FrameSource):
             ok, frame = self._cap.read()
             if not ok:
                 raise SourceError(f"video file {self.path} has no readable frames")
-        return as_bgr(frame, self.source_id)
+        return frame
 
     def _check_file_still_there(self) -> None:
         try:
@@ -268,9 +238,11 @@ class OpenCVSource(FrameSource):
 
     # -- close ------------------------------------------------------------------
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        live, self._live = self._live, None
+        if live is not None and self._caller is not None:
+            # Released on the helper thread, after a read it may still be stuck in:
+            # releasing a VideoCapture while another thread reads it is not safe.
+            self._caller.run_later(live.release)
         if self._cap is not None:
             self._cap.release()
             self._cap = None
