@@ -29,6 +29,8 @@ class Result:
     model_input_size: int
     frame_width: int
     frame_height: int
+    camera: str = "default"
+    region: str = "full"
     handed_mono: Optional[float] = None  # set by the publisher when handed to the sinks
 
     @property
@@ -60,6 +62,8 @@ class Result:
         wait, inference, publish = (round(v, 3) for v in (self.wait_ms, self.inference_ms, self.publish_ms))
         return {
             "device": self.device,
+            "camera": self.camera,
+            "region": self.region,
             "source": self.source,
             "seq": self.seq,
             "captured_at": iso_utc_ms(self.captured_wall),

@@ -245,16 +245,21 @@ class FakeControl:
         self.snapshot = snapshot
         self.state_calls = 0
 
-    def pause(self) -> None:
-        self.calls.append(("pause", None))
+    def camera_names(self) -> list[str]:
+        return ["default"]
+
+    def pause(self, camera: Optional[str] = None) -> None:
+        self.calls.append(("pause", camera))
         self.paused = True
 
-    def resume(self) -> None:
-        self.calls.append(("resume", None))
+    def resume(self, camera: Optional[str] = None) -> None:
+        self.calls.append(("resume", camera))
         self.paused = False
 
-    def apply_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("apply_settings", dict(settings)))
+    def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
+                       region: Optional[str] = None) -> dict[str, Any]:
+        self.calls.append(("apply_settings", dict(settings)) if camera is None else
+                          ("apply_settings", dict(settings), camera, region))
         if settings.get("max_fps") == 999.0:  # lets a test exercise the daemon's own rejection
             raise ConfigError("max_fps: 999 is more than the camera can deliver")
         self.settings.update(settings)
@@ -262,14 +267,15 @@ class FakeControl:
 
     def state(self) -> dict[str, Any]:
         self.state_calls += 1
-        return {"device": "fake", "paused": self.paused, "version": "test",
-                "source": {"id": "demo", "connected": True, "state": "running"}, "model": {"name": "m"}}
+        source = {"id": "demo", "connected": True, "state": "running"}
+        return {"device": "fake", "paused": self.paused, "version": "test", "source": source,
+                "model": {"name": "m"}, "cameras": {"default": {**source, "paused": self.paused, "regions": {}}}}
 
     def stats(self) -> dict[str, Any]:
         return {"fps": 1.0}
 
-    def snapshot_jpeg(self) -> Optional[bytes]:
-        self.calls.append(("snapshot_jpeg", None))
+    def snapshot_jpeg(self, camera: Optional[str] = None) -> Optional[bytes]:
+        self.calls.append(("snapshot_jpeg", camera))
         return self.snapshot
 
     def health(self) -> tuple[bool, str]:

@@ -56,7 +56,7 @@ def channel_top3(bgr: np.ndarray) -> list[Label]:
 
 
 class ControlDouble:
-    """Implements edgecam.service.control.DaemonControl with plain state."""
+    """Implements edgecam.control.protocol.DaemonControl with plain state."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -77,13 +77,17 @@ class ControlDouble:
     def paused(self) -> bool:
         return self._paused
 
-    def pause(self) -> None:
+    def camera_names(self) -> list[str]:
+        return ["default"]
+
+    def pause(self, camera: Optional[str] = None) -> None:
         self._paused = True
 
-    def resume(self) -> None:
+    def resume(self, camera: Optional[str] = None) -> None:
         self._paused = False
 
-    def apply_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+    def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
+                       region: Optional[str] = None) -> dict[str, Any]:
         return dict(settings)
 
     def state(self) -> dict[str, Any]:
@@ -96,7 +100,7 @@ class ControlDouble:
                         cpu_percent=55.0, rss_mb=120.5, uptime_s=42.0)
         return snapshot
 
-    def snapshot_jpeg(self) -> Optional[bytes]:
+    def snapshot_jpeg(self, camera: Optional[str] = None) -> Optional[bytes]:
         return None
 
     def health(self) -> tuple[bool, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,12 @@ def leaf_keys(model: type, prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        value_type = typing.get_args(annotation)[-1] if typing.get_origin(annotation) is dict else None
         if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
             keys += leaf_keys(annotation, f"{prefix}{name}.")
+        elif isinstance(value_type, type) and hasattr(value_type, "model_fields"):  # cameras, regions
+            keys.append(name)
+            keys += [key for key in leaf_keys(value_type, f"{prefix}{name}.NAME.") if key not in keys]
         else:
             keys.append(name)
     return keys

@@ -88,6 +88,10 @@ class GatedClassifier:
         self.gate.wait()
         return self.inner.probabilities(bgr)
 
+    def probabilities_batch(self, images):
+        self.gate.wait()
+        return self.inner.probabilities_batch(images)
+
     def top_k(self, probabilities: np.ndarray, k: int = 3):
         return self.inner.top_k(probabilities, k)
 
@@ -104,7 +108,7 @@ def test_watchdog_stops_when_the_pipeline_stalls(notify_socket, resnet_int8: Pat
                            "model": {"path": str(resnet_int8), "threads": 1}})
     daemon = Daemon(config, stdout_results=False, source=MemorySource(moving_frames(10), fps=30))
     gated = GatedClassifier(daemon.classifier)
-    daemon.classifier = daemon.inference.classifier = gated
+    daemon.pool.replace(str(resnet_int8), gated)
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class FrameRing:
     by readers or being written) drops the incoming frame and counts it.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_put: Optional[Callable[[], None]] = None) -> None:
         if capacity < 2:
             raise ValueError("FrameRing capacity must be >= 2 (one slot for the reader, one for capture)")
         self.capacity = capacity
@@ -82,6 +82,9 @@ class FrameRing:
         self._taken = 0
         self._dropped = 0
         self._closed = False
+        # Called (outside the lock) after each frame becomes readable: lets one reader
+        # wait on several rings (the inference thread serves every camera).
+        self._on_put = on_put
 
     # -- producer ---------------------------------------------------------------
     def put(self, image: np.ndarray, captured_mono: float, captured_wall: float) -> int:
@@ -108,6 +111,8 @@ class FrameRing:
             slot.state = _READY
             self._captured += 1  # counted here so the accounting holds during the copy
             self._cond.notify_all()
+        if self._on_put is not None:
+            self._on_put()
         return seq
 
     def _ensure_slots(self, image: np.ndarray) -> None:

@@ -39,7 +39,7 @@ from edgecam.config import HttpAuthConfig, HttpPreviewConfig
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.preview import metrics
 from edgecam.preview.hub import PreviewHub
-from edgecam.service.control import DaemonControl
+from edgecam.control.protocol import DaemonControl
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,11 @@ _STREAM_POLL_S = 0.25  # how often an idle stream re-checks the stop event
 
 
 class HttpPreview:
-    def __init__(self, cfg: HttpPreviewConfig, hub: PreviewHub, control: DaemonControl) -> None:
+    def __init__(self, cfg: HttpPreviewConfig, hubs: "dict[str, PreviewHub] | PreviewHub",
+                 control: DaemonControl) -> None:
         self.cfg = cfg
-        self.hub = hub
+        self.hubs = hubs if isinstance(hubs, dict) else {"default": hubs}
+        self.hub = next(iter(self.hubs.values()))
         self.control = control
         self.credentials = load_credentials(cfg.auth)
         self.stop_event = threading.Event()

@@ -1,4 +1,4 @@
-"""The hand-over point between the inference thread and preview consumers.
+"""The hand-over point between the inference thread and preview consumers (one per camera).
 
 The inference thread calls ``offer()`` after every result. That must stay
 cheap: it updates two latency histograms and the result rate, and copies the
@@ -15,13 +15,13 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from edgecam.preview.metrics import Histogram, HistogramSnapshot
-from edgecam.preview.overlay import draw_overlay
+from edgecam.preview.overlay import draw_frame
 from edgecam.result import Result
 
 logger = logging.getLogger(__name__)
@@ -31,12 +31,19 @@ TOTAL_HISTOGRAM = "edgecam_end_to_end_latency_seconds"
 _FPS_WINDOW = 30  # results the FPS estimate averages over
 
 
+FULL_FRAME_BOXES: dict[str, tuple[float, float, float, float]] = {"full": (0.0, 0.0, 1.0, 1.0)}
+
+
 class PreviewHub:
     def __init__(
-        self, max_fps: float, jpeg_quality: int = 80, clock: Callable[[], float] = time.monotonic
+        self, max_fps: float, jpeg_quality: int = 80, clock: Callable[[], float] = time.monotonic,
+        boxes: Optional[Mapping[str, Sequence[float]]] = None,
     ) -> None:
         if max_fps <= 0:
             raise ValueError("max_fps must be > 0")
+        self.boxes = dict(boxes or FULL_FRAME_BOXES)  # region -> box (fractions), drawn on every frame
+        self._region_results: dict[str, Result] = {}  # region -> its latest result
+        self._states: dict[str, str] = {}  # region -> debounced label
         self._min_interval = 1.0 / max_fps
         self._quality = int(jpeg_quality)
         self._clock = clock
@@ -49,7 +56,7 @@ class PreviewHub:
         # The capped, copied frame and what belongs to it.
         self._version = 0
         self._frame: Optional[np.ndarray] = None
-        self._frame_result: Optional[Result] = None
+        self._frame_results: dict[str, Result] = {}
         self._frame_fps: Optional[float] = None
         self._last_copy = float("-inf")
         # Lazily built products of the current version.
@@ -60,20 +67,25 @@ class PreviewHub:
 
     # -- producer side (inference thread) -------------------------------------------------
 
-    def offer(self, frame_bgr: np.ndarray, result: Result) -> None:
-        """Record ``result``; copy ``frame_bgr`` if the capped rate allows."""
+    def offer(self, frame_bgr: np.ndarray, results: Sequence[Result],
+              states: Optional[Mapping[str, str]] = None) -> None:
+        """Record one frame's region ``results`` (and changed ``states``); copy
+        ``frame_bgr`` if the capped rate allows."""
         now = self._clock()
         with self._cond:
-            self._inference_hist.observe(result.inference_ms / 1000.0)
-            self._total_hist.observe(result.total_ms / 1000.0)
+            for result in results:
+                self._inference_hist.observe(result.inference_ms / 1000.0)
+                self._total_hist.observe(result.total_ms / 1000.0)
+                self._region_results[result.region] = result
+                self._latest_result = result
+            self._states.update(states or {})
             self._offer_times.append(now)
-            self._latest_result = result
             self._results += 1
             if now - self._last_copy < self._min_interval:
                 return
             self._last_copy = now
             self._frame = frame_bgr.copy()
-            self._frame_result = result
+            self._frame_results = dict(self._region_results)
             self._frame_fps = self._fps_locked()
             self._version += 1
             self._cond.notify_all()
@@ -88,6 +100,15 @@ class PreviewHub:
     def latest_result(self) -> Optional[Result]:
         with self._cond:
             return self._latest_result
+
+    def region_results(self) -> dict[str, Result]:
+        """The latest result of each region that has one."""
+        with self._cond:
+            return dict(self._region_results)
+
+    def states(self) -> dict[str, str]:
+        with self._cond:
+            return dict(self._states)
 
     def fps(self) -> Optional[float]:
         """Results per second over the last ~30 results, None before two results."""
@@ -153,11 +174,12 @@ class PreviewHub:
                     break
                 self._cond.wait(1.0)
             self._encoding.add(version)
-            frame, result, fps = self._frame, self._frame_result, self._frame_fps
+            frame, results, fps = self._frame, self._frame_results, self._frame_fps
+            states = dict(self._states)
             annotated = self._annotated[1] if self._annotated and self._annotated[0] == version else None
         try:
             if annotated is None:
-                annotated = draw_overlay(frame, result, fps)
+                annotated = draw_frame(frame, self.boxes, results, states, fps)
             jpeg = self._encode(annotated) if want_jpeg else None
         except BaseException:
             with self._cond:

@@ -1,4 +1,5 @@
-"""Draw the Top-k, latency and FPS onto a copy of a frame for the preview.
+"""Draw the Top-k, latency and FPS (and each region's box, label and state) onto a
+copy of a frame for the preview.
 
 Only numpy and OpenCV: this runs in the daemon. The input frame is never
 written to (it may be a view into the capture ring buffer); the caller gets a
@@ -8,7 +9,7 @@ stays legible on a 160x120 lores stream.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -47,6 +48,47 @@ def draw_overlay(frame_bgr: np.ndarray, result: Optional[Result], fps: Optional[
     baseline_y = len(top) * line_h + pad // 2 + int(line_h * 0.62)
     _put_fitted(out, status, (pad, baseline_y), panel_w - 2 * pad, scale, thickness)
     return out
+
+
+_BOX = (60, 200, 255)  # BGR amber: region outlines
+
+
+def draw_frame(frame_bgr: np.ndarray, boxes: Mapping[str, Sequence[float]], results: Mapping[str, Result],
+               states: Mapping[str, str], fps: Optional[float]) -> np.ndarray:
+    """The annotated preview of one camera frame.
+
+    One full-frame region (the single-source layout): the Top-3 panel of
+    ``draw_overlay``. Otherwise every region's box with its name, latest top-1
+    and debounced state, plus the latency/FPS line."""
+    if list(boxes) == ["full"] and tuple(boxes["full"]) == (0.0, 0.0, 1.0, 1.0):
+        return draw_overlay(frame_bgr, results.get("full"), fps)
+    out = _scaled_copy(frame_bgr)
+    height, width = out.shape[:2]
+    scale = _font_scale(width)
+    thick = 1 if scale < 0.6 else 2
+    for name, box in boxes.items():
+        x1, y1 = int(box[0] * width), int(box[1] * height)
+        x2, y2 = int(box[2] * width) - 1, int(box[3] * height) - 1
+        cv2.rectangle(out, (x1, y1), (x2, y2), _BOX, thickness=thick)
+        text = _region_text(name, results.get(name), states.get(name))
+        line_h = int(round(30 * scale)) + 4
+        _dim(out, x1, y1, min(width, x2), min(height, y1 + line_h))
+        _put_fitted(out, text, (x1 + 3, y1 + int(line_h * 0.75)), max(10, x2 - x1 - 6), scale, thick)
+    latest = max(results.values(), key=lambda r: r.inference_end, default=None)
+    status = _status_text(latest, fps)
+    line_h = int(round(30 * scale)) + 6
+    _dim(out, 0, height - line_h, width, height)
+    _put_fitted(out, status, (4, height - line_h // 4), width - 8, scale, thick)
+    return out
+
+
+def _region_text(name: str, result: Optional[Result], state: Optional[str]) -> str:
+    parts = [name]
+    if result is not None and result.top:
+        parts.append(f"{result.top[0].label} {result.top[0].score:.2f}")
+    if state is not None:
+        parts.append(f"[{state}]")
+    return " ".join(parts)
 
 
 def _scaled_copy(frame_bgr: np.ndarray) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 Payload: a JSON object ``{"cmd": NAME, "id": optional str|int, ...}`` with NAME
 
-* ``pause`` / ``resume``  stop / restart classifying;
-* ``snapshot``            publish the latest annotated JPEG on ``<prefix>/snapshot``;
-* ``set``                 change runtime settings, e.g.
-  ``{"cmd": "set", "min_score": 0.3, "policy": "on_change", "max_fps": 5, "smoothing": 3}``;
+* ``pause`` / ``resume``  stop / restart classifying (``"camera": NAME`` for one camera);
+* ``snapshot``            publish the latest annotated JPEG on ``<prefix>/snapshot``
+  (``"camera": NAME``, default the first);
+* ``set``                 change runtime settings, daemon-wide, e.g.
+  ``{"cmd": "set", "min_score": 0.3, "policy": "on_change", "max_fps": 5, "smoothing": 3}``,
+  or of one region: ``{"cmd": "set", "camera": "garage", "region": "door", "confirm": 5}``;
 * ``status``              republish the retained state.
 
 Every command gets one reply on ``<prefix>/cmd/response``:
@@ -24,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
 from edgecam.errors import ConfigError, EdgecamError
-from edgecam.service.control import DaemonControl
-from edgecam.service.settings import SETTINGS, check_setting
+from edgecam.control.protocol import DaemonControl
+from edgecam.config.cameras import NAME_PATTERN
+from edgecam.control.settings import REGION_SETTINGS, SETTINGS, check_region_setting, check_setting
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,9 @@ REJECT_LOG_INTERVAL_S = 10.0
 
 CommandId = Union[str, int]
 COMMANDS = ("pause", "resume", "snapshot", "set", "status")
+# The keys naming what a command acts on, besides its settings.
+TARGETS: dict[str, tuple[str, ...]] = {"pause": ("camera",), "resume": ("camera",), "snapshot": ("camera",),
+                                       "set": ("camera", "region"), "status": ()}
 MAX_ID_CHARS = 128
 
 
@@ -44,6 +50,8 @@ class Command:
     cmd: str
     id: Optional[CommandId] = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    camera: Optional[str] = None
+    region: Optional[str] = None
 
 
 class CommandError(ValueError):
@@ -98,11 +106,25 @@ def _read_id(obj: dict[str, Any]) -> Optional[CommandId]:
     return value
 
 
-def _check_setting(key: str, value: Any, cmd: str, cid: Optional[CommandId]) -> Any:
+def _check_setting(key: str, value: Any, cmd: str, cid: Optional[CommandId], region: bool) -> Any:
     try:
-        return check_setting(key, value)
+        return check_region_setting(key, value) if region else check_setting(key, value)
     except ConfigError as err:
         raise CommandError(str(err), cmd, cid) from None
+
+
+def _read_targets(obj: dict[str, Any], cmd: str, cid: Optional[CommandId]) -> dict[str, str]:
+    targets = {}
+    for key in TARGETS[cmd]:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+            raise CommandError(f"{key} must be a {key} name (letters, digits, '_', '-')", cmd, cid)
+        targets[key] = value
+    if cmd == "set" and len(targets) == 1:
+        raise CommandError("'set' takes camera and region together (a region's settings) or neither", cmd, cid)
+    return targets
 
 
 def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:
@@ -117,15 +139,18 @@ def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:
                            f"'cmd' must be a string, got {type(cmd).__name__}", None, cid)
     if cmd not in COMMANDS:
         raise CommandError(f"unknown command {cmd[:64]!r} (expected one of {', '.join(COMMANDS)})", None, cid)
-    rest = {k: v for k, v in obj.items() if k not in ("cmd", "id")}
+    targets = _read_targets(obj, cmd, cid)
+    rest = {k: v for k, v in obj.items() if k not in ("cmd", "id", *TARGETS[cmd])}
     if cmd != "set":
         if rest:
             raise CommandError(f"unexpected key(s) for {cmd!r}: {', '.join(sorted(rest))[:200]}", cmd, cid)
-        return Command(cmd, cid)
+        return Command(cmd, cid, camera=targets.get("camera"))
+    region = "region" in targets
     if not rest:
-        raise CommandError(f"'set' needs at least one of {', '.join(SETTINGS)}", cmd, cid)
-    settings = {key: _check_setting(key, value, cmd, cid) for key, value in rest.items()}
-    return Command(cmd, cid, settings)
+        names = REGION_SETTINGS if region else SETTINGS
+        raise CommandError(f"'set' needs at least one of {', '.join(names)}", cmd, cid)
+    settings = {key: _check_setting(key, value, cmd, cid, region) for key, value in rest.items()}
+    return Command(cmd, cid, settings, targets.get("camera"), targets.get("region"))
 
 
 def error_reply(err: CommandError) -> dict[str, Any]:
@@ -143,16 +168,20 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
     if command.id is not None:
         reply["id"] = command.id
     outcome = Outcome(reply)
-    if command.cmd == "pause":
-        control.pause()
-        reply["paused"] = bool(control.paused)
-    elif command.cmd == "resume":
-        control.resume()
-        reply["paused"] = bool(control.paused)
+    if command.camera is not None:
+        reply["camera"] = command.camera
+    if command.region is not None:
+        reply["region"] = command.region
+    if command.cmd in ("pause", "resume"):
+        (control.pause if command.cmd == "pause" else control.resume)(command.camera)
+        if command.camera is None:
+            reply["paused"] = bool(control.paused)
+        else:
+            reply["paused"] = bool(control.state()["cameras"][command.camera]["paused"])
     elif command.cmd == "set":
-        reply["settings"] = control.apply_settings(dict(command.settings))
+        reply["settings"] = control.apply_settings(dict(command.settings), command.camera, command.region)
     elif command.cmd == "snapshot":
-        jpeg = control.snapshot_jpeg()
+        jpeg = control.snapshot_jpeg(command.camera)
         if jpeg is None:
             raise CommandError("no snapshot available yet (no result so far)", command.cmd, command.id)
         outcome.snapshot = bytes(jpeg)

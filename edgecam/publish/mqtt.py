@@ -38,7 +38,7 @@ from edgecam.publish.discovery import discovery_payload, discovery_topic
 from edgecam.publish.sink import Sink
 from edgecam.publish.topics import OFFLINE, ONLINE, Topics
 from edgecam.result import Result
-from edgecam.service.control import DaemonControl
+from edgecam.control.protocol import DaemonControl
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,8 @@ class MqttSink(Sink):
         self._topics = Topics.from_config(config)
         self._discovery_delay_s = discovery_delay_s
         self._lock = threading.Lock()
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[tuple[str, bytes]] = deque()  # (topic, payload) results waiting
+        self._region_states: dict[str, bytes] = {}  # topic -> latest retained region state
         self._connected = False  # broker session up (CONNACK accepted)
         self._online = False  # connected AND queue flushed: results go straight to paho
         self._stopping = False
@@ -235,11 +236,21 @@ class MqttSink(Sink):
     # ----------------------------------------------------------- Sink API
     def publish_result(self, result: Result) -> None:
         payload = json.dumps(result.to_payload(), separators=(",", ":")).encode("utf-8")
+        item = (self._topics.result_for(result.camera, result.region), payload)
         with self._lock:
-            if self._online and self._send_result(payload):
+            if self._online and self._send_result(item):
                 return
             self._online = False
-            self._enqueue(payload)
+            self._enqueue(item)
+
+    def publish_region_state(self, state: dict[str, Any]) -> None:
+        """Retained, QoS 1; the latest per region is re-sent after every reconnect."""
+        topic = self._topics.region_state(state["camera"], state["region"])
+        payload = _json(state)
+        with self._lock:
+            self._region_states[topic] = payload
+        if self._connected:
+            self._send(topic, payload, 1, True)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """Not queued while disconnected: a stale stats snapshot is worthless."""
@@ -252,7 +263,7 @@ class MqttSink(Sink):
             self._send(self._topics.state, _json(state), 1, True)
 
     # ----------------------------------------------------------- queue (lock held)
-    def _enqueue(self, payload: bytes) -> None:
+    def _enqueue(self, payload: tuple[str, bytes]) -> None:
         if len(self._pending) >= self._cfg.queue_size:
             self._pending.popleft()
             self._counts["dropped"] += 1
@@ -261,10 +272,10 @@ class MqttSink(Sink):
                                self._cfg.queue_size, self._counts["dropped"])
         self._pending.append(payload)
 
-    def _send_result(self, payload: bytes) -> bool:
+    def _send_result(self, item: tuple[str, bytes]) -> bool:
         """Hand one result to paho. False means "not connected after all": keep it queued."""
         qos = self._cfg.qos
-        rc = self._send(self._topics.result, payload, qos, False)
+        rc = self._send(item[0], item[1], qos, False)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0):
             self._counts["published"] += 1  # (QoS > 0 without a connection: paho resends it)
             return True
@@ -387,6 +398,10 @@ class MqttSink(Sink):
         state = self._current_state()
         if state is not None:
             self._send(self._topics.state, _json(state), 1, True)
+        with self._lock:
+            region_states = list(self._region_states.items())
+        for topic, payload in region_states:
+            self._send(topic, payload, 1, True)
         if self._cfg.discovery.enabled:
             self._publish_discovery()
         self._flush()

@@ -25,15 +25,17 @@ from edgecam.result import Result
 
 log = logging.getLogger(__name__)
 
-_RESULT, _STATS, _STATE = "result", "stats", "state"
+_RESULT, _STATS, _STATE, _REGION_STATE = "result", "stats", "state", "region_state"
 DRAIN_S = 0.3  # how long the thread keeps delivering queued items after a stop
 
 
 class PublisherThread:
-    def __init__(self, sinks: Sequence[Sink], policy: Any, queue_size: int, stop_event: threading.Event,
-                 on_published: Optional[Callable[[Result], None]] = None) -> None:
+    def __init__(self, sinks: Sequence[Sink], make_policy: Callable[[], Any], queue_size: int,
+                 stop_event: threading.Event, on_published: Optional[Callable[[Result], None]] = None) -> None:
         self.sinks = list(sinks)
-        self.policy = policy  # replaced atomically by the daemon when settings change
+        self._make_policy = make_policy
+        # One policy per (camera, region): "on_change" means a change of that region's result.
+        self._policies: dict[tuple[str, str], Any] = {}
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queue_size)
         self._stop = stop_event
         self._on_published = on_published
@@ -75,6 +77,14 @@ class PublisherThread:
 
     def submit_state(self, state: dict[str, Any]) -> None:
         self._put((_STATE, state))
+
+    def submit_region_state(self, state: dict[str, Any]) -> None:
+        self._put((_REGION_STATE, state))
+
+    def set_policy_factory(self, make_policy: Callable[[], Any]) -> None:
+        """New publish settings: every region starts over with a fresh policy."""
+        self._make_policy = make_policy
+        self._policies = {}  # one assignment: the publisher thread sees the old or the new dict
 
     def _put(self, item: tuple[str, Any]) -> None:
         while True:
@@ -125,13 +135,23 @@ class PublisherThread:
             try:
                 if kind == _STATS:
                     sink.publish_stats(payload)
+                elif kind == _REGION_STATE:
+                    sink.publish_region_state(payload)
                 else:
                     sink.publish_state(payload)
             except Exception:  # noqa: BLE001 - a sink bug must not kill publishing
                 log.exception("sink %s failed to publish %s", sink.name, kind)
 
+    def _policy_for(self, result: Result) -> Any:
+        policies = self._policies
+        key = (result.camera, result.region)
+        policy = policies.get(key)
+        if policy is None:
+            policy = policies[key] = self._make_policy()
+        return policy
+
     def _deliver_result(self, result: Result) -> None:
-        admitted = self.policy.admit(result, time.monotonic()) if self.policy else result
+        admitted = self._policy_for(result).admit(result, time.monotonic())
         if admitted is None:
             with self._counter_lock:
                 self.suppressed += 1

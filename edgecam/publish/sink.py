@@ -30,6 +30,10 @@ class Sink(ABC):
     def publish_state(self, state: dict[str, Any]) -> None:
         """Deliver the retained device state (source connected, model, paused...)."""
 
+    def publish_region_state(self, state: dict[str, Any]) -> None:
+        """Deliver one region's new debounced state (RegionState.to_payload()); retained
+        where the transport has that notion, and re-sent after every reconnect."""
+
     def problem(self) -> Optional[str]:
         """Why this sink cannot deliver right now (e.g. its reader stopped reading), or None.
         Must return at once: the daemon's health check calls it."""

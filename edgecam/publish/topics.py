@@ -8,7 +8,9 @@ topic                       retained  QoS   payload
 ==========================  ========  ====  =========================================
 ``<prefix>/status``         yes       1     ``online`` / ``offline`` (also the Last Will)
 ``<prefix>/state``          yes       1     JSON: DaemonControl.state()
-``<prefix>/result``         no        cfg   JSON: Result.to_payload()
+``<prefix>/<cam>/<reg>/result``  no  cfg  JSON: Result.to_payload() (``<prefix>/result``
+                                          with the single-source config)
+``<prefix>/<cam>/<reg>/state``   yes  1   JSON: the region's debounced state, on change
 ``<prefix>/stats``          no        0     JSON: the periodic stats snapshot
 ``<prefix>/snapshot``       no        1     JPEG bytes (answer to the ``snapshot`` command)
 ``<prefix>/cmd``            (in)      1     JSON command, see edgecam.publish.commands
@@ -31,10 +33,18 @@ HA_STATUS_TOPIC_SUFFIX = "status"  # <discovery prefix>/status, e.g. homeassista
 class Topics:
     prefix: str
     discovery_prefix: str = "homeassistant"
+    single_source: bool = True  # the old config layout: results keep <prefix>/result
 
     @classmethod
     def from_config(cls, config: Config) -> "Topics":
-        return cls(prefix=config.topic_prefix, discovery_prefix=config.mqtt.discovery.prefix)
+        return cls(prefix=config.topic_prefix, discovery_prefix=config.mqtt.discovery.prefix,
+                   single_source=config.single_source)
+
+    def result_for(self, camera: str, region: str) -> str:
+        return self.result if self.single_source else f"{self.prefix}/{camera}/{region}/result"
+
+    def region_state(self, camera: str, region: str) -> str:
+        return f"{self.prefix}/{camera}/{region}/state"
 
     @property
     def status(self) -> str:

@@ -1,46 +1,172 @@
-"""The control surface the daemon exposes to MQTT commands and the web preview.
-
-Keeping it a Protocol means publish/ and preview/ never import the daemon:
-they receive an object that implements this and call only these methods.
-"""
+"""The daemon's side of DaemonControl (edgecam.control.protocol): what MQTT commands
+and the web preview may do and read. Mixed into Daemon; uses its components."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from edgecam import __version__
+from edgecam.control.settings import current_settings, validate_region_update, validate_update
+from edgecam.errors import ConfigError
 from edgecam.model.types import Label
+from edgecam.publish.policy import make_policy
+from edgecam.publish.stdout import StdoutSink
+from edgecam.regions.region import Region
+
+if TYPE_CHECKING:
+    from edgecam.service.daemon import Daemon
+
+log = logging.getLogger(__name__)
 
 
-class DaemonControl(Protocol):
+class ControlMixin:
+    # -- pause / resume -------------------------------------------------------------
     @property
-    def paused(self) -> bool: ...
+    def paused(self: "Daemon") -> bool:
+        return self.inference.paused or all(camera.paused for camera in self.cameras.values())
 
-    def pause(self) -> None:
-        """Stop classifying (capture keeps running so resume is instant)."""
+    def camera_names(self: "Daemon") -> list[str]:
+        return list(self.cameras)
 
-    def resume(self) -> None: ...
+    def pause(self: "Daemon", camera: Optional[str] = None) -> None:
+        self._set_paused(camera, True)
 
-    def apply_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Change runtime settings. Keys: policy, min_score, max_fps, smoothing,
-        change_delta, heartbeat_s, interval_hz. Validates everything first and
-        raises ConfigError naming the key on a bad value (then nothing changes).
-        Returns the settings now in force."""
+    def resume(self: "Daemon", camera: Optional[str] = None) -> None:
+        self._set_paused(camera, False)
 
-    def state(self) -> dict[str, Any]:
-        """Retained state: {"source": {"id", "connected", "state"}, "model": {...},
-        "paused": bool, "version": str, "device": str}."""
+    def _set_paused(self: "Daemon", camera: Optional[str], paused: bool) -> None:
+        if camera is None:
+            self.inference.paused = paused
+            for cam in self.cameras.values():
+                cam.paused = False  # a global resume/pause overrides the per-camera flags
+        else:
+            self._camera(camera).paused = paused
+        log.info("%s%s", "paused" if paused else "resumed", f" camera {camera}" if camera else "")
+        self.publisher.submit_state(self.state())
 
-    def stats(self) -> dict[str, Any]:
-        """The latest stats snapshot (same dict as the stats topic)."""
+    def _camera(self: "Daemon", name: str) -> Any:
+        if name not in self.cameras:
+            raise ConfigError(f"no camera named {name!r} (cameras: {', '.join(self.cameras)})")
+        return self.cameras[name]
 
-    def snapshot_jpeg(self) -> Optional[bytes]:
-        """JPEG of the latest annotated frame, or None before the first result."""
+    def _region(self: "Daemon", camera: str, name: str) -> Region:
+        self._camera(camera)
+        for region in self.regions[camera]:
+            if region.name == name:
+                return region
+        names = ", ".join(r.name for r in self.regions[camera])
+        raise ConfigError(f"camera {camera} has no region named {name!r} (regions: {names})")
 
-    def health(self) -> tuple[bool, str]:
-        """(True, "ok") while frames flow; (False, reason) when the source is
-        lost or inference is stuck."""
+    # -- settings -------------------------------------------------------------------
+    def apply_settings(self: "Daemon", settings: dict[str, Any], camera: Optional[str] = None,
+                       region: Optional[str] = None) -> dict[str, Any]:
+        with self._settings_lock:
+            if camera is not None and region is not None:
+                applied = self._apply_region_settings(settings, self._region(camera, region))
+            else:
+                applied = self._apply_global_settings(settings)
+        log.info("settings changed%s: %s", f" for {camera}/{region}" if region else "", applied)
+        self.publisher.submit_state(self.state())
+        return applied
 
-    def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
-        """One-shot classification of an uploaded image: (Top-k, ms)."""
+    def _apply_global_settings(self: "Daemon", settings: dict[str, Any]) -> dict[str, Any]:
+        publish, inference = validate_update(self.config.publish, self.config.inference, settings)
+        self.config = self.config.model_copy(update={"publish": publish, "inference": inference})
+        self.publisher.set_policy_factory(lambda: make_policy(publish))
+        self.inference.settings = self.inference.settings.replace(
+            max_fps=inference.max_fps, smoothing=inference.smoothing)
+        return current_settings(publish, inference)
+
+    @staticmethod
+    def _apply_region_settings(settings: dict[str, Any], region: Region) -> dict[str, Any]:
+        where = f"cameras.{region.camera}.regions.{region.name}"
+        region.retune(validate_region_update(region.cfg, settings, where))
+        return region.settings()
+
+    # -- reading --------------------------------------------------------------------
+    def counters(self: "Daemon") -> dict[str, Any]:
+        mqtt = self.mqtt_sink.counters() if self.mqtt_sink is not None else {}
+        cameras = {name: self._camera_counters(name) for name in self.cameras}
+        totals = {key: sum(c[key] for c in cameras.values())
+                  for key in ("captured", "processed", "dropped", "pending", "skipped", "bad_frames")}
+        stdout_dropped = sum(sink.dropped for sink in self.publisher.sinks if isinstance(sink, StdoutSink))
+        return {
+            "device": self.config.device_id,
+            **totals,
+            "inference_errors": self.inference.errors,
+            "published": self.publisher.published,
+            "suppressed": self.publisher.suppressed,
+            "publish_dropped": self.publisher.dropped + mqtt.get("dropped", 0) + stdout_dropped,
+            "queue_depth": self.publisher.queue_depth + mqtt.get("queued", 0),
+            "mqtt_connected": mqtt.get("connected") if self.mqtt_sink is not None else None,
+            "source_state": next(iter(self.cameras.values())).capture.state,
+            "paused": self.paused,
+            "cameras": cameras,
+            "regions": self._region_counters(),
+        }
+
+    def _camera_counters(self: "Daemon", name: str) -> dict[str, Any]:
+        camera = self.cameras[name]
+        ring = camera.ring.counters()
+        return {"captured": ring["captured"], "dropped": ring["dropped"], "pending": ring["pending"],
+                "processed": self.inference.processed[name], "skipped": self.inference.skipped[name],
+                "bad_frames": camera.capture.bad_frames, "state": camera.capture.state, "paused": camera.paused}
+
+    def _region_counters(self: "Daemon") -> dict[str, Any]:
+        out = {}
+        for regions in self.regions.values():
+            for region in regions:
+                latency = self.region_latency[region.key].percentiles()
+                out[f"{region.camera}/{region.name}"] = {
+                    "processed": region.processed, "skipped": region.skipped, "changes": region.changes,
+                    "latency_ms": latency}
+        return out
+
+    def stats(self: "Daemon") -> dict[str, Any]:
+        """The latest periodic snapshot, with the counters refreshed to this instant."""
+        return {**(self.stats_collector.latest or self.stats_collector.snapshot()), **self.counters()}
+
+    def state(self: "Daemon") -> dict[str, Any]:
+        info = self.classifier.info
+        first = next(iter(self.cameras.values()))
+        return {
+            "device": self.config.device_id,
+            "version": __version__,
+            "paused": self.paused,
+            "source": self._source_state(first),  # the first camera (the single-source layout's one)
+            "model": {"name": info.name, "arch": info.arch, "precision": info.precision,
+                      "input_size": info.input_size, "trained": info.trained},
+            "settings": current_settings(self.config.publish, self.config.inference),
+            "cameras": {name: {**self._source_state(camera), "paused": camera.paused,
+                               "regions": {r.name: self._region_state(r) for r in self.regions[name]}}
+                        for name, camera in self.cameras.items()},
+        }
+
+    @staticmethod
+    def _source_state(camera: Any) -> dict[str, Any]:
+        capture = camera.capture
+        return {"id": camera.source.source_id, "connected": capture.connected, "state": capture.state,
+                "error": capture.last_error}
+
+    def _region_state(self: "Daemon", region: Region) -> dict[str, Any]:
+        state = region.state
+        model = self.pool.get(region.model_path).info
+        return {"settings": region.settings(), "model": model.name, "labels": len(model.labels),
+                "state": state.label if state is not None else None}
+
+    def snapshot_jpeg(self: "Daemon", camera: Optional[str] = None) -> Optional[bytes]:
+        name = camera if camera is not None else next(iter(self.cameras))
+        self._camera(name)
+        return self.hubs[name].latest_jpeg()
+
+    def health(self: "Daemon") -> tuple[bool, str]:
+        return self.health_check.health()
+
+    def classify_image(self: "Daemon", bgr: np.ndarray) -> tuple[list[Label], float]:
+        start = time.perf_counter()
+        labels = self.classifier.classify(bgr, k=self.config.model.top_k)
+        return labels, (time.perf_counter() - start) * 1000.0

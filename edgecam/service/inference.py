@@ -1,8 +1,21 @@
-"""The inference thread: newest frame -> classifier -> immutable Result.
+"""The inference thread: the newest frame of every camera -> its due regions -> Results.
 
-It never works through a backlog: each turn it asks the ring for the newest
-frame it has not seen, so a result's capture age stays bounded by about one
-inference time however far capture runs ahead.
+One thread serves every camera (a Pi has few cores to spare). Each turn it:
+
+1. waits until some camera's ring has a new frame (the rings call ``wake``);
+2. visits the cameras in a rotating order and, for each one with a region due
+   (its trigger), takes the newest frame it has not seen: never a backlog, so a
+   result's capture age stays about one turn however far capture runs ahead;
+3. cuts each due region's crop and asks its trigger whether it is worth it
+   (motion), then runs the crops of all cameras through their models, one batch
+   per model file (regions that share a file share its session);
+4. smooths, debounces and hands one ``FrameResults`` per camera frame to the
+   daemon while the frame is still held, then releases the frames.
+
+Fairness: a turn takes at most one frame per camera, so a 30 FPS camera gets
+no more turns than a 5 FPS one that has a new frame each time. Every turn
+stamps ``heartbeat``; ``progress[camera]`` is stamped whenever a camera's frame
+was handled (classified, skipped by its trigger, or nothing was due).
 """
 
 from __future__ import annotations
@@ -11,93 +24,94 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
 
-import cv2
 import numpy as np
 
-from edgecam.buffer.ring import FrameRing
+from edgecam.buffer.ring import FrameView
 from edgecam.errors import EdgecamError
 from edgecam.heartbeat import Heartbeat
+from edgecam.model.pool import ModelPool
+from edgecam.regions.debounce import RegionState
+from edgecam.regions.region import Region
 from edgecam.result import Result
+from edgecam.sources.camera import Camera
 
 log = logging.getLogger(__name__)
 
-#: Failed classifications in a row before the thread gives up (the daemon then exits 1
-#: and systemd restarts it); a single failure is logged, counted and skipped.
+#: Failed turns in a row before the thread gives up (the daemon then exits 1 and
+#: systemd restarts it); a single failure is logged, counted and skipped.
 ERROR_LIMIT = 10
+WAIT_S = 0.1  # longest idle wait for a frame: the heartbeat's cadence when nothing arrives
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """Runtime knobs; the daemon swaps the whole object to change them."""
+    """Runtime knobs shared by every region; the daemon swaps the whole object."""
 
-    top_k: int = 3
-    max_fps: float = 0.0  # 0 = unlimited
-    smoothing: int = 1  # mean of the last N probability vectors; 1 = off
-    skip_unchanged: bool = False
-    skip_threshold: float = 2.0  # mean abs diff (0-255) on a 32x32 grey thumbnail
-    max_skip_s: float = 10.0
+    max_fps: float = 0.0  # 0 = unlimited; caps whole turns (power saving)
+    smoothing: int = 1  # mean of the last N probability vectors per region; 1 = off
 
     def replace(self, **changes: Any) -> "InferenceSettings":
         return dataclasses.replace(self, **changes)
 
 
-class ChangeDetector:
-    """Cheap "did the scene change?" test on a tiny grey thumbnail (~0.1 ms)."""
+@dataclass
+class FrameResults:
+    """What one camera frame produced: handed to the daemon while ``image`` is valid."""
 
-    def __init__(self) -> None:
-        self._last: Optional[np.ndarray] = None
+    camera: Camera
+    image: np.ndarray  # a view into the ring slot: copy what you keep
+    results: list[Result] = field(default_factory=list)
+    changes: list[tuple[Region, RegionState]] = field(default_factory=list)
 
-    @staticmethod
-    def thumbnail(frame: np.ndarray) -> np.ndarray:
-        small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
 
-    def difference(self, frame: np.ndarray) -> float:
-        """Mean absolute difference to the last remembered thumbnail (inf if none)."""
-        if self._last is None:
-            return float("inf")
-        return float(np.abs(self.thumbnail(frame) - self._last).mean())
+@dataclass
+class _Job:
+    """One camera's frame this turn and the regions to classify on it."""
 
-    def remember(self, frame: np.ndarray) -> None:
-        self._last = self.thumbnail(frame)
+    camera: Camera
+    view: FrameView
+    crops: list[tuple[Region, np.ndarray]]
+    out: FrameResults
 
 
 class InferenceThread:
-    def __init__(self, ring: FrameRing, classifier: Any, settings: InferenceSettings,
-                 emit: Callable[[Result, np.ndarray], None], stop_event: threading.Event,
-                 device_id: str, source_id: str) -> None:
-        self.ring = ring
-        self.classifier = classifier
+    def __init__(self, cameras: Sequence[Camera], regions: dict[str, list[Region]], pool: ModelPool,
+                 settings: InferenceSettings, emit: Callable[[FrameResults], None],
+                 stop_event: threading.Event, device_id: str, wake: threading.Event) -> None:
+        self.cameras = list(cameras)
+        self.regions = regions
+        self.pool = pool
         self.settings = settings
-        self.paused = False
-        self._emit = emit  # called with (result, frame view) while the frame is still held
+        self.paused = False  # every camera (a camera's own flag pauses just that one)
+        self._emit = emit
         self._stop = stop_event
+        self._wake = wake
         self._device_id = device_id
-        self._source_id = source_id
         self._thread: Optional[threading.Thread] = None
-        self._history: deque[np.ndarray] = deque(maxlen=settings.smoothing)
-        self._change = ChangeDetector()
-        self._last_classified = 0.0
-        self.processed = 0
-        self.skipped = 0
+        self._order = deque(self.cameras)
+        self._last_seq: dict[str, int] = {camera.name: -1 for camera in self.cameras}
+        self._last_turn = 0.0
+        self.processed: dict[str, int] = defaultdict(int)  # frames classified, per camera
+        self.skipped: dict[str, int] = defaultdict(int)  # frames taken but no region wanted them
+        self.progress: dict[str, float] = {}  # camera -> monotonic time its frames last got through
         self.last_result_mono: Optional[float] = None
-        #: Last result or deliberate skip: proof that frames get through, not just that we loop.
-        self.last_progress_mono: Optional[float] = None
         self.errors = 0
         self._errors_in_a_row = 0
         self.error: Optional[BaseException] = None
         self.heartbeat = Heartbeat("inference")
 
+    # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.heartbeat.beat()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -114,28 +128,40 @@ class InferenceThread:
             self._stop.set()
 
     def _loop(self) -> None:
-        last_seq = -1
         while not self._stop.is_set():
             self.heartbeat.beat()
-            if self.paused:
-                self.last_progress_mono = time.monotonic()  # idle on purpose: counts as progress
-                self._stop.wait(0.05)
-                continue
             if self._throttle():
                 continue
-            view = self.ring.get_latest(after_seq=last_seq, timeout=0.1)
-            if view is None:
+            self._wake.wait(WAIT_S)
+            self._wake.clear()
+            jobs = self._collect(time.monotonic())
+            if not jobs:
                 continue
-            last_seq = view.seq
+            self._last_turn = time.monotonic()
             try:
-                self._handle(view)
+                self._classify(jobs)
+                self._errors_in_a_row = 0
             except EdgecamError as err:
                 self._failed(err)
+                continue
             finally:
-                self.ring.release(view)
+                for job in jobs:
+                    job.camera.ring.release(job.view)
+            self._order.rotate(-1)
+
+    def _throttle(self) -> bool:
+        """Honour max_fps by waiting before taking frames, so they are fresh."""
+        max_fps = self.settings.max_fps
+        if max_fps <= 0:
+            return False
+        remaining = self._last_turn + 1.0 / max_fps - time.monotonic()
+        if remaining > 0:
+            self._stop.wait(min(remaining, WAIT_S))
+            return True
+        return False
 
     def _failed(self, err: EdgecamError) -> None:
-        """One frame could not be classified: log, count, go on; give up after ERROR_LIMIT in a row."""
+        """One turn could not be classified: log, count, go on; give up after ERROR_LIMIT in a row."""
         self.errors += 1
         self._errors_in_a_row += 1
         if self._errors_in_a_row == 1:
@@ -143,59 +169,77 @@ class InferenceThread:
         if self._errors_in_a_row >= ERROR_LIMIT:
             raise EdgecamError(f"{ERROR_LIMIT} frames in a row failed to classify; last: {err}")
 
-    def _throttle(self) -> bool:
-        """Honour max_fps by waiting before taking a frame, so the frame is fresh."""
-        max_fps = self.settings.max_fps
-        if max_fps <= 0:
-            return False
-        remaining = self._last_classified + 1.0 / max_fps - time.monotonic()
-        if remaining > 0:
-            self._stop.wait(min(remaining, 0.1))
-            return True
-        return False
+    # -- one turn ----------------------------------------------------------------------
+    def _collect(self, now: float) -> list[_Job]:
+        jobs = []
+        for camera in self._order:
+            if self.paused or camera.paused:
+                self.progress[camera.name] = now  # idle on purpose
+                continue
+            due = [region for region in self.regions[camera.name] if region.trigger.due(now)]
+            if not due:
+                self.progress[camera.name] = now
+                continue
+            view = camera.ring.get_latest(after_seq=self._last_seq[camera.name], timeout=0)
+            if view is None:
+                self.progress[camera.name] = now  # nothing new to do for this camera
+                continue
+            self._last_seq[camera.name] = view.seq
+            crops = self._wanted_crops(due, view.image, now)
+            if not crops:
+                self.skipped[camera.name] += 1
+                self.progress[camera.name] = now
+                camera.ring.release(view)
+                continue
+            jobs.append(_Job(camera, view, crops, FrameResults(camera, view.image)))
+        return jobs
 
-    def _should_skip(self, frame: np.ndarray, now: float) -> bool:
-        settings = self.settings
-        if not settings.skip_unchanged:
-            return False
-        if now - self._last_classified >= settings.max_skip_s:
-            return False
-        return self._change.difference(frame) < settings.skip_threshold
+    @staticmethod
+    def _wanted_crops(due: list[Region], image: np.ndarray, now: float) -> list[tuple[Region, np.ndarray]]:
+        crops = []
+        for region in due:
+            crop = region.crop(image)
+            if region.trigger.wants(crop, now):
+                crops.append((region, crop))
+            else:
+                region.skipped += 1
+        return crops
 
-    def _handle(self, view: Any) -> None:
-        settings = self.settings
-        start = time.monotonic()
-        if self._should_skip(view.image, start):
-            self.skipped += 1
-            self.last_progress_mono = start
-            return
-        probabilities = self.classifier.probabilities(view.image)
-        end = time.monotonic()
-        if settings.skip_unchanged:
-            self._change.remember(view.image)
-        self._last_classified = start
-        result = self._make_result(view, self._smooth(probabilities, settings.smoothing), start, end)
-        self.processed += 1
-        self._errors_in_a_row = 0
-        self.last_result_mono = self.last_progress_mono = end
-        self._emit(result, view.image)
+    def _classify(self, jobs: list[_Job]) -> None:
+        """One batch per model file over every camera's crops, then results per camera."""
+        by_model: dict[str, list[tuple[_Job, Region, np.ndarray]]] = defaultdict(list)
+        for job in jobs:
+            for region, crop in job.crops:
+                by_model[region.model_path].append((job, region, crop))
+        for path, items in by_model.items():
+            classifier = self.pool.get(path)
+            start = time.monotonic()
+            probabilities = classifier.probabilities_batch([crop for _, _, crop in items])
+            end = time.monotonic()
+            for (job, region, crop), probs in zip(items, probabilities):
+                self._region_result(job, region, crop, classifier, probs, start, end)
+        for job in jobs:
+            self.processed[job.camera.name] += 1
+            self.progress[job.camera.name] = self.last_result_mono = time.monotonic()
+            self._emit(job.out)
 
-    def _smooth(self, probabilities: np.ndarray, window: int) -> np.ndarray:
-        if self._history.maxlen != window:
-            self._history = deque(self._history, maxlen=window)
-        self._history.append(probabilities)
-        if window == 1:
-            return probabilities
-        return np.mean(np.stack(self._history), axis=0)
-
-    def _make_result(self, view: Any, probabilities: np.ndarray, start: float, end: float) -> Result:
-        info = self.classifier.info
+    def _region_result(self, job: _Job, region: Region, crop: np.ndarray, classifier: Any,
+                       probabilities: np.ndarray, start: float, end: float) -> None:
+        smoothed = region.smooth(probabilities, self.settings.smoothing)
+        region.trigger.classified(crop, end)
+        region.processed += 1
+        top = tuple(classifier.top_k(smoothed, region.cfg.top_k))
+        view, info = job.view, classifier.info
         height, width = view.image.shape[:2]
-        return Result(
-            device=self._device_id, source=self._source_id, seq=view.seq,
+        result = Result(
+            device=self._device_id, source=job.camera.source.source_id, seq=view.seq,
             captured_mono=view.captured_mono, captured_wall=view.captured_wall,
-            inference_start=start, inference_end=end,
-            top=tuple(self.classifier.top_k(probabilities, self.settings.top_k)),
+            inference_start=start, inference_end=end, top=top,
             model_name=info.name, model_precision=info.precision, model_input_size=info.input_size,
-            frame_width=width, frame_height=height,
+            frame_width=width, frame_height=height, camera=job.camera.name, region=region.name,
         )
+        job.out.results.append(result)
+        change = region.debouncer.update(top, view.captured_wall)
+        if change is not None:
+            region.changes += 1
+            job.out.changes.append((region, change))

@@ -85,19 +85,17 @@ class StatsCollector:
         self._cpu = CpuMeter()
         self._started = time.monotonic()
         self._last_time = self._started
-        self._last_counts = {"captured": 0, "processed": 0}
+        self._last_counts: dict[str, int] = {"captured": 0, "processed": 0}
         self.latest: dict[str, Any] = {}
 
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         counters = self._read_counters()
         elapsed = max(now - self._last_time, 1e-6)
-        rates = {
-            f"{name}_fps": round((counters.get(key, 0) - self._last_counts[key]) / elapsed, 2)
-            for name, key in (("capture", "captured"), ("inference", "processed"))
-        }
+        rates = self._rates(counters, "", elapsed)
+        for name, camera in counters.get("cameras", {}).items():
+            camera.update(self._rates(camera, f"{name}/", elapsed))
         self._last_time = now
-        self._last_counts = {key: counters.get(key, 0) for key in self._last_counts}
         stats = {
             **counters,
             **rates,
@@ -109,6 +107,16 @@ class StatsCollector:
         }
         self.latest = stats
         return stats
+
+
+    def _rates(self, counters: dict[str, Any], prefix: str, elapsed: float) -> dict[str, float]:
+        """capture_fps / inference_fps since the last snapshot (``prefix`` keys one camera's)."""
+        rates = {}
+        for name, key in (("capture", "captured"), ("inference", "processed")):
+            value = counters.get(key, 0)
+            rates[f"{name}_fps"] = round((value - self._last_counts.get(prefix + key, 0)) / elapsed, 2)
+            self._last_counts[prefix + key] = value
+        return rates
 
 
 def format_stats_line(stats: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from edgecam.model.types import ModelInfo
 log = logging.getLogger(__name__)
 
 SIZES = range(96, 321, 32)
-RECIPE = 2  # bump when export/quantization changes, so cached outputs are rebuilt
+RECIPE = 3  # bump when export/quantization changes, so cached outputs are rebuilt
 
 
 @dataclass(frozen=True)

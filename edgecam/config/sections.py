@@ -1,29 +1,24 @@
-"""Typed configuration: one pydantic model tree, loaded from YAML in one place.
+"""The configuration sections: one pydantic model per block of config.yaml.
 
 Every section forbids unknown keys, so a typo such as ``mqtt.prot`` fails at
 start-up with a message naming the key path and the file instead of being
-silently ignored. ``load_config`` is the only function that reads the file.
+silently ignored. Cameras and regions live in ``cameras.py``; the root model
+and the loader in ``root.py`` and ``loader.py``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from edgecam.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # NaN and infinity are never a sensible setting (YAML's .nan/.inf, JSON's NaN).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-class BackoffConfig(_Section):
+class BackoffConfig(Section):
     """Capped, jittered exponential backoff used for every retry loop."""
 
     initial_s: float = Field(0.5, gt=0, le=60)
@@ -36,13 +31,13 @@ class BackoffConfig(_Section):
         return self
 
 
-class Picamera2Config(_Section):
+class Picamera2Config(Section):
     use_lores: bool = True
     lores_width: int = Field(320, ge=64, le=4096)
     lores_height: int = Field(240, ge=64, le=4096)
 
 
-class SourceConfig(_Section):
+class SourceConfig(Section):
     # "demo", a device index ("0"), a file path, or an rtsp/http URL; or "picamera2".
     uri: str = "demo"
     type: Literal["auto", "demo", "opencv", "picamera2"] = "auto"
@@ -71,13 +66,13 @@ class SourceConfig(_Section):
         return value
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     path: str = "models/resnet18_160_int8.onnx"
     threads: int = Field(2, ge=1, le=64)
     top_k: int = Field(3, ge=1, le=20)
 
 
-class SkipUnchangedConfig(_Section):
+class SkipUnchangedConfig(Section):
     enabled: bool = False
     # Mean absolute difference (0-255) on a 32x32 grey thumbnail below which a
     # frame counts as unchanged and is not classified again.
@@ -89,7 +84,7 @@ class SkipUnchangedConfig(_Section):
 MIN_MAX_FPS = 0.1  # below this a "rate limit" is a stop that looks like a hang
 
 
-class InferenceConfig(_Section):
+class InferenceConfig(Section):
     max_fps: float = Field(0.0, ge=0, le=1000)  # 0 = as fast as possible
     smoothing: int = Field(1, ge=1, le=100)  # mean of the last N probability vectors; 1 = off
     skip_unchanged: SkipUnchangedConfig = SkipUnchangedConfig()
@@ -102,11 +97,11 @@ class InferenceConfig(_Section):
         return value
 
 
-class BufferConfig(_Section):
+class BufferConfig(Section):
     capacity: int = Field(4, ge=2, le=64)
 
 
-class PublishConfig(_Section):
+class PublishConfig(Section):
     queue_size: int = Field(64, ge=1, le=100_000)
     policy: Literal["every", "on_change", "interval"] = "every"
     min_score: float = Field(0.0, ge=0, le=1)
@@ -115,7 +110,7 @@ class PublishConfig(_Section):
     interval_hz: float = Field(1.0, gt=0, le=1000)
 
 
-class TlsConfig(_Section):
+class TlsConfig(Section):
     enabled: bool = False
     ca_file: Optional[str] = None
     cert_file: Optional[str] = None
@@ -129,17 +124,17 @@ class TlsConfig(_Section):
         return self
 
 
-class CommandsConfig(_Section):
+class CommandsConfig(Section):
     enabled: bool = True
     max_payload_bytes: int = Field(4096, ge=16, le=1_000_000)
 
 
-class DiscoveryConfig(_Section):
+class DiscoveryConfig(Section):
     enabled: bool = False
     prefix: str = "homeassistant"
 
 
-class MqttConfig(_Section):
+class MqttConfig(Section):
     enabled: bool = True
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
@@ -173,17 +168,17 @@ class MqttConfig(_Section):
         return value
 
 
-class StatsConfig(_Section):
+class StatsConfig(Section):
     interval_s: float = Field(10.0, gt=0, le=3600)
 
 
-class HttpAuthConfig(_Section):
+class HttpAuthConfig(Section):
     username: Optional[str] = None
     password_file: Optional[str] = None
     password_env: Optional[str] = None
 
 
-class HttpPreviewConfig(_Section):
+class HttpPreviewConfig(Section):
     enabled: bool = False
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -192,97 +187,6 @@ class HttpPreviewConfig(_Section):
     auth: HttpAuthConfig = HttpAuthConfig()
 
 
-class PreviewConfig(_Section):
+class PreviewConfig(Section):
     window: bool = False
     http: HttpPreviewConfig = HttpPreviewConfig()
-
-
-class Config(_Section):
-    device_id: str = Field(default_factory=lambda: _default_device_id())
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    source: SourceConfig = SourceConfig()
-    model: ModelConfig = ModelConfig()
-    inference: InferenceConfig = InferenceConfig()
-    buffer: BufferConfig = BufferConfig()
-    publish: PublishConfig = PublishConfig()
-    mqtt: MqttConfig = MqttConfig()
-    stats: StatsConfig = StatsConfig()
-    preview: PreviewConfig = PreviewConfig()
-
-    @field_validator("device_id")
-    @classmethod
-    def _device_id_is_topic_safe(cls, value: str) -> str:
-        if not value or any(c in value for c in "/#+ "):
-            raise ValueError("device_id must be non-empty, without '/', '#', '+' or spaces")
-        return value
-
-    @property
-    def topic_prefix(self) -> str:
-        return self.mqtt.topic_prefix or f"edgecam/{self.device_id}"
-
-    @property
-    def client_id(self) -> str:
-        return self.mqtt.client_id or f"edgecam-{self.device_id}"
-
-
-def _default_device_id() -> str:
-    name = socket.gethostname().split(".")[0] or "edgecam"
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-
-
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    lines = []
-    for item in err.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            if "input" in item and not isinstance(item["input"], (dict, list)):
-                message += f" (got {item['input']!r})"
-        lines.append(f"{origin}: {path}: {message}")
-    return "; ".join(lines)
-
-
-def parse_config(data: Any, origin: str = "<config>") -> Config:
-    """Validate an already-parsed mapping. ``origin`` names the file in errors."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: top level must be a mapping, got {type(data).__name__}")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, origin)) from None
-
-
-def load_config(path: Optional[str | os.PathLike[str]]) -> Config:
-    """Load and validate the YAML config; ``None`` gives the built-in defaults."""
-    if path is None:
-        return parse_config({}, "<defaults>")
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{file}: cannot read config file: {err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError(f"{file}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
-    return parse_config(data, str(file))
-
-
-def apply_overrides(config: Config, overrides: dict[str, Any], origin: str = "command line") -> Config:
-    """Return a new Config with dotted-key overrides applied, e.g. {"mqtt.port": 1884}."""
-    data = config.model_dump()
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return parse_config(data, origin)

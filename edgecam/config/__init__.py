@@ -1,0 +1,44 @@
+"""Typed configuration: one pydantic model tree, loaded from YAML in one place.
+
+``sections`` holds the blocks of config.yaml, ``cameras`` the cameras and their
+regions, ``root`` the whole tree, ``loader`` the file reading and its errors.
+Import from here: ``from edgecam.config import Config, load_config``.
+"""
+
+from edgecam.config.cameras import (
+    DEFAULT_CAMERA,
+    DEFAULT_REGION,
+    FULL_FRAME,
+    CameraConfig,
+    RegionConfig,
+)
+from edgecam.config.loader import apply_overrides, format_validation_error, load_config, parse_config
+from edgecam.config.root import Config
+from edgecam.config.sections import (
+    MIN_MAX_FPS,
+    BackoffConfig,
+    BufferConfig,
+    CommandsConfig,
+    DiscoveryConfig,
+    HttpAuthConfig,
+    HttpPreviewConfig,
+    InferenceConfig,
+    ModelConfig,
+    MqttConfig,
+    Picamera2Config,
+    PreviewConfig,
+    PublishConfig,
+    Section,
+    SkipUnchangedConfig,
+    SourceConfig,
+    StatsConfig,
+    TlsConfig,
+)
+
+__all__ = [
+    "DEFAULT_CAMERA", "DEFAULT_REGION", "FULL_FRAME", "MIN_MAX_FPS", "BackoffConfig", "BufferConfig",
+    "CameraConfig", "CommandsConfig", "Config", "DiscoveryConfig", "HttpAuthConfig", "HttpPreviewConfig",
+    "InferenceConfig", "ModelConfig", "MqttConfig", "Picamera2Config", "PreviewConfig", "PublishConfig",
+    "RegionConfig", "Section", "SkipUnchangedConfig", "SourceConfig", "StatsConfig", "TlsConfig",
+    "apply_overrides", "format_validation_error", "load_config", "parse_config",
+]

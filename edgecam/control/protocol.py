@@ -1,0 +1,54 @@
+"""The control surface the daemon exposes to MQTT commands and the web preview.
+
+Keeping it a Protocol means publish/ and preview/ never import the daemon:
+they receive an object that implements this and call only these methods.
+``camera=None`` means every camera; names that do not exist raise ConfigError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+import numpy as np
+
+from edgecam.model.types import Label
+
+
+class DaemonControl(Protocol):
+    @property
+    def paused(self) -> bool:
+        """True while every camera is paused."""
+
+    def camera_names(self) -> list[str]:
+        """The cameras, in config order."""
+
+    def pause(self, camera: Optional[str] = None) -> None:
+        """Stop classifying (capture keeps running so resume is instant)."""
+
+    def resume(self, camera: Optional[str] = None) -> None: ...
+
+    def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
+                       region: Optional[str] = None) -> dict[str, Any]:
+        """Change runtime settings: daemon-wide (policy, min_score, max_fps, smoothing,
+        change_delta, heartbeat_s, interval_hz) or, with camera and region, one region's
+        (min_score, confirm, top_k, trigger, interval_s, motion_threshold, max_idle_s).
+        Validates everything first and raises ConfigError naming the key on a bad value
+        (then nothing changes). Returns the settings now in force."""
+
+    def state(self) -> dict[str, Any]:
+        """Retained state: device, version, paused, model, settings, and per camera its
+        source (id, connected, state, error), paused flag and regions (settings, state)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The latest stats snapshot (same dict as the stats topic)."""
+
+    def snapshot_jpeg(self, camera: Optional[str] = None) -> Optional[bytes]:
+        """JPEG of the latest annotated frame of ``camera`` (default: the first), or None
+        before its first result."""
+
+    def health(self) -> tuple[bool, str]:
+        """(True, "ok") while results flow; (False, reason) when a camera is lost or a
+        loop is stuck."""
+
+    def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
+        """One-shot classification of an uploaded image with the default model: (Top-k, ms)."""

@@ -1,0 +1,91 @@
+"""Is the daemon doing its job? The watchdog's answer (liveness) and /health's.
+
+Every loop stamps a Heartbeat each turn (capture per camera, inference,
+publisher). ``liveness`` is what systemd's watchdog gets: every loop is making
+progress, no call into a camera has hung past its deadline, the sinks can
+write, and each connected, unpaused camera's frames get through inference.
+A camera that is lost but retried with backoff is alive (a restart would not
+bring it back); one whose open or read hangs in native code is not (only a
+restart frees it). Paused means the inference loop is alive and idle.
+``health`` (for /health and monitors) adds: every camera delivering frames,
+and a first result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from edgecam.service.daemon import Daemon
+
+#: A loop whose heartbeat is older than this is wedged. With the watchdog armed the
+#: limit is the ping period (half of WatchdogSec) when shorter, so a hang stops the
+#: pings well before systemd's deadline.
+STALL_S = 10.0
+MIN_STALL_S = 0.2
+PUBLISHER_SLACK_S = 1.0  # a sink's write deadline (stdout) inside one publisher turn
+
+
+class Health:
+    def __init__(self, daemon: "Daemon") -> None:
+        self._daemon = daemon
+
+    def watchdog_stall_s(self) -> float:
+        period = self._daemon.watchdog.period_s
+        return STALL_S if period is None else max(MIN_STALL_S, min(STALL_S, period))
+
+    def liveness(self, stall_s: float = STALL_S) -> tuple[bool, str]:
+        """(True, "ok"/"paused") while every loop makes progress; else (False, why)."""
+        daemon = self._daemon
+        for name, camera in daemon.cameras.items():
+            limit = stall_s + camera.cfg.read_timeout_s
+            if camera.capture.heartbeat.stale(limit):
+                return False, f"camera {name}: capture loop stuck for {camera.capture.heartbeat.age():.0f} s"
+            stuck = camera.source.stuck_for()
+            if stuck > limit:
+                return False, f"camera {name}: a call into {camera.source.source_id} has hung for {stuck:.0f} s"
+        for heartbeat, limit in ((daemon.inference.heartbeat, stall_s),
+                                 (daemon.publisher.heartbeat, stall_s + PUBLISHER_SLACK_S)):
+            if heartbeat.stale(limit):
+                return False, f"{heartbeat.name} loop stuck for {heartbeat.age():.0f} s"
+        if not daemon.inference.alive:
+            return False, "inference thread is not running"
+        problems = daemon.publisher.problems()
+        if problems:
+            return False, "; ".join(problems)
+        stuck_camera = self._camera_without_progress(stall_s)
+        if stuck_camera:
+            return False, stuck_camera
+        return True, "paused" if daemon.paused else "ok"
+
+    def _camera_without_progress(self, stall_s: float) -> Optional[str]:
+        """A connected camera whose frames have not got through inference for too long."""
+        daemon = self._daemon
+        max_fps = daemon.inference.settings.max_fps
+        allowed = stall_s + (1.0 / max_fps if max_fps > 0 else 0.0)
+        now = time.monotonic()
+        for name, camera in daemon.cameras.items():
+            if not camera.connected:
+                continue
+            stamps = [t for t in (daemon.inference.progress.get(name), camera.capture.connected_since_mono)
+                      if t is not None]
+            waited = now - max(stamps) if stamps else None
+            if waited is not None and waited > allowed:
+                return f"inference stuck: camera {name} got no result for {waited:.0f} s"
+        return None
+
+    def health(self) -> tuple[bool, str]:
+        """/health: liveness, plus every camera delivering and a first result."""
+        alive, reason = self.liveness(self.watchdog_stall_s())
+        if not alive:
+            return False, reason
+        daemon = self._daemon
+        for name, camera in daemon.cameras.items():
+            capture = camera.capture
+            if not capture.connected:
+                what = f"source {capture.state}: {capture.last_error or 'no frames yet'}"
+                return False, what if daemon.config.single_source else f"camera {name}: {what}"
+        if daemon.inference.last_result_mono is None and not daemon.paused:
+            return False, "no frame classified yet"
+        return True, reason
