@@ -6,4 +6,12 @@ Data flow (one folder per stage):
 service/ wires the threads together; preview/ draws what the model sees.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenCV's own pixel limit for every decode (its default is 2**30): the second
+# fence behind preview.http.max_image_pixels. OpenCV reads it once, when cv2 is
+# first imported, so it is set here, before any edgecam module imports cv2.
+OPENCV_MAX_IMAGE_PIXELS = 2**27
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_IMAGE_PIXELS))
