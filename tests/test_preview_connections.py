@@ -103,6 +103,9 @@ def test_saturation_is_logged_once_a_minute_with_a_count(start_preview, caplog: 
     assert len(busy) == 1, busy  # the first refusal is logged, the next ones are counted
     assert "max_connections (2)" in busy[0]
     assert srv.preview.busy_refusals == 5
+    _wait_for(lambda: srv.preview.open_connections == 0)
+    status, _h, metrics = srv.request("GET", "/metrics")
+    assert status == 200 and "\nedgecam_preview_busy_total 5\n" in metrics.decode()
 
 
 def test_the_busy_log_reports_the_count_a_minute_later(caplog: pytest.LogCaptureFixture) -> None:

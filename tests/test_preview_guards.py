@@ -37,6 +37,17 @@ def test_a_foreign_host_name_is_refused_on_every_path(start_preview, path: str) 
     status, _h, body = srv.request("GET", path, headers={"Host": f"attacker.example:{srv.port}"})
     assert status == 403, body
     assert "preview.http.allowed_hosts" in json.loads(body)["error"]
+    assert srv.preview.forbidden == {"host": 1}
+    metrics = srv.request("GET", "/metrics")[2].decode()
+    assert "\nedgecam_preview_forbidden_total 1\n" in metrics
+
+
+def test_two_host_headers_are_refused(start_preview) -> None:
+    srv = start_preview(feed=False)
+    sock = srv.connect()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.0 403 ")
+    sock.close()
 
 
 def test_host_names_that_belong_to_the_server(start_preview) -> None:

@@ -116,3 +116,22 @@ def test_annotated_frame_contains_the_overlay() -> None:
     assert version == 1
     assert not np.array_equal(annotated, frame)
     assert np.array_equal(annotated[300:], frame[300:])
+
+
+def test_wait_for_next_result_waits_only_while_results_flow() -> None:
+    clock = ManualClock()
+    hub = PreviewHub(10, clock=clock)
+    frame = chelsea_bgr()
+    assert hub.wait_for_next_result(timeout=5.0) is False  # no camera yet: no wait at all
+    hub.offer(frame, make_result(1, frame))
+    clock.now += 6.0
+    assert hub.wait_for_next_result(timeout=5.0) is False  # stalled or paused: no wait either
+    clock.now -= 6.0
+    arrived: list[bool] = []
+    waiter = threading.Thread(target=lambda: arrived.append(hub.wait_for_next_result(timeout=30.0)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # results flow: it waits for the next one
+    hub.offer(frame, make_result(2, frame))  # within the copy interval: no frame copy, still a result
+    waiter.join(5)
+    assert arrived == [True] and hub.version == 1

@@ -107,12 +107,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _check_host_and_origin(self) -> None:
         host = self.headers.get("Host")
-        if not self.app.hosts.allows(host):
-            self.app.forbidden["host"] += 1
+        if not self.app.hosts.allows(host) or len(self.headers.get_all("Host") or ()) > 1:
+            self.app.count_forbidden("host")
             raise HttpError(403, f"Host {str(host)[:100]!r} is not a name of this server; add it to "
                                  "preview.http.allowed_hosts to use it")
         if self.command not in SAFE_METHODS and not same_origin(self.headers):
-            self.app.forbidden["origin"] += 1
+            self.app.count_forbidden("origin")
             raise HttpError(403, "cross-site request refused: its Origin (or Referer) is another site")
 
     def _check_auth(self) -> None:

@@ -14,8 +14,9 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional, TypeVar
 
 from edgecam.config import HttpPreviewConfig
 from edgecam.preview.http.errors import Busy
@@ -23,6 +24,7 @@ from edgecam.preview.http.errors import Busy
 logger = logging.getLogger(__name__)
 
 BUSY_LOG_INTERVAL_S = 60.0
+T = TypeVar("T")
 
 
 class BusyLog:
@@ -71,6 +73,7 @@ class Limits:
         self.classify_wait_s = cfg.classify_wait_s
         self._lock = threading.Lock()
         self._classify = threading.BoundedSemaphore(cfg.classify_concurrency)
+        self._executor: Optional[ThreadPoolExecutor] = None
         self.connections = 0
         self.streams = 0
         self.busy = BusyLog(clock)
@@ -99,15 +102,27 @@ class Limits:
             with self._lock:
                 self.streams -= 1
 
-    @contextmanager
-    def classify_slot(self) -> Iterator[None]:
-        """One of classify_concurrency slots for decode + classify, waiting up to classify_wait_s."""
+    def run_classify(self, work: Callable[[], T]) -> T:
+        """``work()`` (decode + classify) on one of classify_concurrency threads of
+        its own, waiting up to classify_wait_s for one to be free (Busy after that).
+        Own threads rather than the calling worker: memory that decoding and the
+        model allocate stays in that many malloc arenas, not one per worker."""
         if not self._classify.acquire(timeout=self.classify_wait_s):
             raise Busy("classify", f"classify_concurrency ({self.classify_concurrency})")
         try:
-            yield
+            with self._lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self.classify_concurrency, "edgecam-http-classify")
+                executor = self._executor
+            return executor.submit(work).result()
         finally:
             self._classify.release()
+
+    def stop(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 class DeadlineReader(io.RawIOBase):

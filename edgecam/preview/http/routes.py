@@ -17,7 +17,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from edgecam.errors import EdgecamError
+from edgecam.model.types import Label
 from edgecam.preview import metrics
 from edgecam.preview.http import imageinfo
 from edgecam.preview.http.errors import HttpError
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 BOUNDARY = "edgecamframe"
 STREAM_POLL_S = 0.25  # how often an idle stream re-checks the stop event
+CAMERA_GAP_WAIT_S = 0.1  # longest an upload waits for the next camera result (not at all while paused)
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,8 @@ def stream(req: "Handler") -> None:
 
 def classify(req: "Handler") -> None:
     """An image (raw body or form upload) -> Top-k. Checked before decoding:
-    content type, length, format and declared pixels; decode + classify run in
-    one of classify_concurrency slots."""
+    content type, length, format and declared pixels; decode + classify run on
+    one of classify_concurrency threads."""
     app, cfg = req.app, req.app.cfg
     content_type = req.headers.get("Content-Type")
     kind = upload_kind(content_type)
@@ -105,12 +109,19 @@ def classify(req: "Handler") -> None:
     del body
     info = imageinfo.sniff(data)
     imageinfo.check_pixels(info, cfg.max_image_pixels)
-    with app.limits.classify_slot():
-        bgr = imageinfo.decode(data, info)
+
+    def decode_and_classify() -> tuple[np.ndarray, list[Label], float]:
+        # Right after a camera result: in the camera's idle time before its next
+        # frame, so uploads take little of its rate.
+        app.hub.wait_for_next_result(CAMERA_GAP_WAIT_S)
+        image = imageinfo.decode(data, info)
         try:
-            labels, ms = app.control.classify_image(bgr)
+            found, took_ms = app.control.classify_image(image)
         except EdgecamError as err:
             raise HttpError(503, str(err)) from None
+        return image, found, took_ms
+
+    bgr, labels, ms = app.limits.run_classify(decode_and_classify)
     width, height = info.width, info.height
     if (bgr.shape[1] > bgr.shape[0]) != (width > height):  # EXIF orientation turned it
         width, height = height, width

@@ -49,6 +49,7 @@ class HttpPreview:
         self.hosts = HostCheck(cfg.bind, cfg.allowed_hosts)
         self.limits = Limits(cfg)
         self.forbidden: Counter[str] = Counter()  # 403s by guard ("host", "origin")
+        self._forbidden_lock = threading.Lock()
         self.stop_event = threading.Event()
         self.port: Optional[int] = None
         self._server: Optional[_PooledServer] = None
@@ -88,8 +89,13 @@ class HttpPreview:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self._server.stop_workers(deadline)
+        self.limits.stop()
         self._server = None
         self._thread = None
+
+    def count_forbidden(self, guard: str) -> None:
+        with self._forbidden_lock:
+            self.forbidden[guard] += 1
 
     @property
     def stream_clients(self) -> int:
