@@ -176,7 +176,8 @@ class DemoDaemon:
 
 
 def peak_rss_mb(pid: int) -> float:
-    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024  # type: ignore[union-attr]
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(found.group(1)) / 1024 if found else float("nan")
 
 
 def hostile_uploads() -> list[tuple[str, bytes, str]]:
@@ -191,7 +192,8 @@ def hostile_uploads() -> list[tuple[str, bytes, str]]:
             ("form, 150,000 parts", form, "multipart/form-data; boundary=b")]
 
 
-def throw_uploads(port: int, pid: int, uploads: list[tuple[str, bytes, str]]) -> list[tuple[str, int, int, float, float]]:
+def throw_uploads(port: int, pid: int,
+                  uploads: list[tuple[str, bytes, str]]) -> list[tuple[str, int, int, float, float]]:
     """Post each upload once: (description, bytes, status, seconds, daemon peak RSS MB after)."""
     import http.client
 

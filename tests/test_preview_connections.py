@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.fixtures_preview import Running, start_preview  # noqa: F401
+from tests.fixtures_preview import start_preview  # noqa: F401
 
 
 def _drip(sock: socket.socket, data: bytes, every_s: float, give_up_s: float) -> tuple[float, bytes]:

@@ -18,6 +18,7 @@ from tests.fixtures_preview import start_preview  # noqa: F401
 from tests.preview_control import chelsea_bgr
 
 PNG = {"Content-Type": "image/png"}
+PASSWORD_ENV = "EDGECAM_TEST_PREVIEW_PASSWORD"
 
 
 def _png() -> bytes:
@@ -110,8 +111,8 @@ def test_a_post_from_the_page_itself_or_a_tool_is_accepted(start_preview) -> Non
 
 
 def test_saved_credentials_do_not_help_a_foreign_origin(start_preview, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGECAM_TEST_PREVIEW_PASSWORD", "hunter2")
-    srv = start_preview(feed=False, auth=HttpAuthConfig(username="viewer", password_env="EDGECAM_TEST_PREVIEW_PASSWORD"))
+    monkeypatch.setenv(PASSWORD_ENV, "hunter2")
+    srv = start_preview(feed=False, auth=HttpAuthConfig(username="viewer", password_env=PASSWORD_ENV))
     headers = {**PNG, **_basic("viewer", "hunter2")}
     assert srv.request("POST", "/classify", body=_png(), headers={**headers, "Origin": "http://evil.example"})[0] == 403
     assert srv.request("POST", "/classify", body=_png(), headers=headers)[0] == 200
@@ -122,8 +123,8 @@ def test_saved_credentials_do_not_help_a_foreign_origin(start_preview, monkeypat
 
 
 def test_unknown_paths_need_a_login_when_auth_is_on(start_preview, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGECAM_TEST_PREVIEW_PASSWORD", "hunter2")
-    srv = start_preview(feed=False, auth=HttpAuthConfig(username="viewer", password_env="EDGECAM_TEST_PREVIEW_PASSWORD"))
+    monkeypatch.setenv(PASSWORD_ENV, "hunter2")
+    srv = start_preview(feed=False, auth=HttpAuthConfig(username="viewer", password_env=PASSWORD_ENV))
     for method, path in (("GET", "/nope"), ("GET", "/admin"), ("POST", "/nope"), ("POST", "/health"),
                          ("PUT", "/classify"), ("DELETE", "/")):
         status, headers, _b = srv.request(method, path)

@@ -8,10 +8,8 @@ import base64
 import http.client
 import json
 import logging
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np

@@ -91,3 +91,15 @@ def test_hostile_multipart_gives_bytes_or_an_http_error(body: list[bytes]) -> No
         assert err.status == 400
     else:
         assert isinstance(found, bytes) and found
+
+
+def test_the_configured_limit_cannot_exceed_opencvs_own() -> None:
+    import os
+
+    import edgecam
+    from edgecam.config import HttpPreviewConfig
+
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(edgecam.OPENCV_MAX_IMAGE_PIXELS)
+    HttpPreviewConfig(max_image_pixels=edgecam.OPENCV_MAX_IMAGE_PIXELS)
+    with pytest.raises(ValueError, match="max_image_pixels"):
+        HttpPreviewConfig(max_image_pixels=edgecam.OPENCV_MAX_IMAGE_PIXELS + 1)

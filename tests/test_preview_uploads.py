@@ -216,8 +216,10 @@ def test_multipart_variants_browsers_and_curl_send(start_preview) -> None:
     ("multipart/form-data; boundary=" + "b" * 71, b"--b\r\n", "boundary"),
     ("multipart/form-data; boundary=b", b"no delimiter anywhere", "no part"),
     ("multipart/form-data; boundary=b",
-     b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG never ends', "unterminated"),
-    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="image"' + b"x" * 20_000, "header"),
+     b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x89PNG never ends',
+     "unterminated"),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="image"' + b"x" * 20_000,
+     "header"),
     ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n--b--\r\n',
      "file field"),
 ])
