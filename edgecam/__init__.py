@@ -15,3 +15,9 @@ __version__ = "0.1.0"
 # no connection its user did not configure: opt out before onnxruntime is first imported
 # (edgecam.model imports it after this package). ORT_DISABLE_TELEMETRY=0 opts back in.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+# OpenCV's own pixel limit for every decode (its default is 2**30): the second
+# fence behind preview.http.max_image_pixels. OpenCV reads it once, when cv2 is
+# first imported, so it is set here, before any edgecam module imports cv2.
+OPENCV_MAX_IMAGE_PIXELS = 2**27
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_MAX_IMAGE_PIXELS))

@@ -65,6 +65,9 @@ class ControlDouble:
                          "publish_dropped": 0}
         self._paused = False
         self.classified: list[tuple[int, ...]] = []  # shapes of images classify_image received
+        # Set to an Event to make classify_image wait for it (a slow model); in_classify counts waiters.
+        self.gate: Optional[threading.Event] = None
+        self.in_classify = 0
 
     def tick(self, n: int = 1) -> None:
         with self._lock:
@@ -108,6 +111,14 @@ class ControlDouble:
 
     def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
         start = time.perf_counter()
+        if self.gate is not None:
+            with self._lock:
+                self.in_classify += 1
+            try:
+                self.gate.wait(30)
+            finally:
+                with self._lock:
+                    self.in_classify -= 1
         self.classified.append(tuple(bgr.shape))
         labels = channel_top3(bgr)
         return labels, (time.perf_counter() - start) * 1000.0

@@ -129,7 +129,8 @@ def test_watchdog_stops_when_the_pipeline_stalls(notify_socket, resnet_int8: Pat
 
 
 def http(url: str, data: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    headers = {"Content-Type": "image/jpeg"} if data is not None else {}
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -168,7 +169,7 @@ def test_web_preview_on_the_real_daemon(effnet_models, tmp_path: Path) -> None:
         labels = [t["label"] for t in json.loads(body)["top"]]
         assert status == 200 and {"tabby", "tiger cat", "Egyptian cat"} & set(labels), labels
         assert http(f"{base}/classify", b"")[0] == 400
-        assert http(f"{base}/classify", b"not an image at all")[0] == 400
+        assert http(f"{base}/classify", b"not an image at all")[0] == 415
 
         moving.rename(tmp_path / "away.avi")  # camera unplugged
         status, body = _wait_status(f"{base}/health", 503)

@@ -8,10 +8,8 @@ import base64
 import http.client
 import json
 import logging
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -22,75 +20,8 @@ from edgecam.config import HttpAuthConfig, HttpPreviewConfig
 from edgecam.errors import ConfigError
 from edgecam.preview.http import HttpPreview
 from edgecam.preview.hub import PreviewHub
+from tests.fixtures_preview import start_preview  # noqa: F401
 from tests.preview_control import ControlDouble, chelsea_bgr, channel_top3, make_result
-
-
-class Feeder:
-    """Plays the inference thread: offers a real frame + Result every 20 ms."""
-
-    def __init__(self, hub: PreviewHub, control: ControlDouble) -> None:
-        self.hub, self.control = hub, control
-        self.frame = chelsea_bgr()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        seq = 0
-        while not self._stop.wait(0.02):
-            seq += 1
-            self.control.tick()
-            self.hub.offer(self.frame, make_result(seq, self.frame, inference_ms=10 + seq % 7))
-
-
-class Running:
-    def __init__(self, preview: HttpPreview, control: ControlDouble, hub: PreviewHub) -> None:
-        self.preview, self.control, self.hub = preview, control, hub
-
-    def request(self, method: str, path: str, body: Optional[bytes] = None,
-                headers: Optional[dict[str, str]] = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.preview.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-    def get_json(self, path: str, **kw) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
-        status, _headers, body = self.request("GET", path, **kw)
-        return status, json.loads(body)
-
-
-@pytest.fixture
-def start_preview() -> Iterator[Callable[..., Running]]:
-    started: list[tuple[HttpPreview, Optional[Feeder]]] = []
-
-    def start(feed: bool = True, **cfg_kw) -> Running:  # type: ignore[no-untyped-def]
-        cfg = HttpPreviewConfig(enabled=True, port=0, **cfg_kw)
-        hub, control = PreviewHub(cfg.max_fps), ControlDouble()
-        preview = HttpPreview(cfg, hub, control)
-        preview.start()
-        feeder = Feeder(hub, control) if feed else None
-        if feeder:
-            feeder.start()
-            deadline = time.monotonic() + 5
-            while hub.version == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-        started.append((preview, feeder))
-        return Running(preview, control, hub)
-
-    yield start
-    for preview, feeder in started:
-        if feeder:
-            feeder.stop()
-        preview.stop()
 
 
 def test_health_flips_between_200_and_503(start_preview) -> None:
@@ -140,7 +71,7 @@ def test_latest_jpg_is_503_before_the_first_frame_then_the_annotated_frame(start
     status, _h, body = srv.request("GET", "/latest.jpg")
     assert status == 503 and json.loads(body)["error"] == "no frame yet"
     frame = chelsea_bgr()
-    srv.hub.offer(frame, make_result(1, frame))
+    srv.hub.offer(frame, [make_result(1, frame)])
     status, headers, body = srv.request("GET", "/latest.jpg")
     assert status == 200 and headers["content-type"] == "image/jpeg"
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
@@ -227,11 +158,16 @@ def test_classify_multipart_form_upload(start_preview) -> None:
 
 def test_classify_rejects_bad_uploads_with_clear_messages(start_preview) -> None:
     srv = start_preview(max_upload_bytes=1024)
-    status, _h, body = srv.request("POST", "/classify", body=b"")
+    jpeg = {"Content-Type": "image/jpeg"}
+    status, _h, body = srv.request("POST", "/classify", body=b"", headers=jpeg)
     assert status == 400 and "empty body" in json.loads(body)["error"]
-    status, _h, body = srv.request("POST", "/classify", body=b"this is not an image at all")
-    assert status == 400 and json.loads(body)["error"].startswith("not an image")
-    status, _h, body = srv.request("POST", "/classify", body=b"\0" * 5000)
+    status, _h, body = srv.request("POST", "/classify", body=b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", headers=jpeg)
+    assert status == 400 and json.loads(body)["error"] == "not a valid PNG file: the header is truncated"
+    broken = bytearray(_png(chelsea_bgr()[:8, :8]))
+    broken[40:60] = b"\xff" * 20  # the header is fine, the pixel data is not
+    status, _h, body = srv.request("POST", "/classify", body=bytes(broken), headers=jpeg)
+    assert status == 400 and json.loads(body)["error"].startswith("not an image: OpenCV could not decode"), body
+    status, _h, body = srv.request("POST", "/classify", body=b"\0" * 5000, headers=jpeg)
     assert status == 413 and "max_upload_bytes (1024)" in json.loads(body)["error"]
     empty_form = "--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--b--\r\n".encode()
     status, _h, body = srv.request("POST", "/classify", body=empty_form,
@@ -244,6 +180,7 @@ def test_oversized_upload_is_refused_from_the_header_before_reading(start_previe
     srv = start_preview(max_upload_bytes=1024)
     conn = http.client.HTTPConnection("127.0.0.1", srv.preview.port, timeout=5)
     conn.putrequest("POST", "/classify")
+    conn.putheader("Content-Type", "image/jpeg")
     conn.putheader("Content-Length", str(500_000_000))
     conn.endheaders()  # no body is ever sent: the answer must come anyway
     resp = conn.getresponse()
@@ -255,6 +192,7 @@ def test_missing_content_length_is_411_and_unknown_path_404(start_preview) -> No
     srv = start_preview()
     conn = http.client.HTTPConnection("127.0.0.1", srv.preview.port, timeout=5)
     conn.putrequest("POST", "/classify")
+    conn.putheader("Content-Type", "image/png")
     conn.endheaders()
     assert conn.getresponse().status == 411
     conn.close()
@@ -290,7 +228,7 @@ def test_basic_auth_from_a_password_file(start_preview, tmp_path: Path) -> None:
     assert srv.request("GET", "/metrics", headers=_basic("viewer", "wrong"))[0] == 401
     assert srv.request("GET", "/metrics", headers={"Authorization": "Basic !!notbase64"})[0] == 401
     assert srv.request("GET", "/latest.jpg", headers=_basic("viewer", "s3cret pass"))[0] == 200
-    assert srv.request("POST", "/classify", body=_png(chelsea_bgr()))[0] == 401
+    assert srv.request("POST", "/classify", body=_png(chelsea_bgr()), headers={"Content-Type": "image/png"})[0] == 401
     assert srv.request("GET", "/health")[0] == 200  # health stays open for monitors
 
 

@@ -29,7 +29,7 @@ def test_nothing_before_the_first_offer() -> None:
 def test_frame_is_copied_so_later_ring_buffer_writes_do_not_leak_in() -> None:
     hub = PreviewHub(10)
     frame = chelsea_bgr()
-    hub.offer(frame, make_result(1, frame))
+    hub.offer(frame, [make_result(1, frame)])
     frame[:] = 0  # the ring buffer slot gets reused
     jpeg = hub.latest_jpeg()
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -42,7 +42,7 @@ def test_copies_are_capped_at_max_fps_but_every_result_is_recorded() -> None:
     hub = PreviewHub(max_fps=5, clock=clock)
     frame = chelsea_bgr()
     for seq in range(1, 31):  # 30 results at 30 FPS = one second
-        hub.offer(frame, make_result(seq, frame, inference_ms=10.0 + seq))
+        hub.offer(frame, [make_result(seq, frame, inference_ms=10.0 + seq)])
         clock.now += 1 / 30
     assert hub.version == 5  # one copy every 0.2 s
     assert hub.results_seen() == 30
@@ -60,7 +60,7 @@ def test_encoding_is_lazy_and_once_per_frame_for_many_viewers() -> None:
     hub = PreviewHub(max_fps=10, clock=clock)
     frame = chelsea_bgr()
     for seq in range(1, 6):
-        hub.offer(frame, make_result(seq, frame))
+        hub.offer(frame, [make_result(seq, frame)])
         clock.now += 1.0
     assert hub.encodes == 0  # nobody asked
 
@@ -102,7 +102,7 @@ def test_wait_for_new_returns_each_new_version_once() -> None:
         while len(got) < seq - 1:
             threading.Event().wait(0.01)
         clock.now += 1.0
-        hub.offer(frame, make_result(seq, frame))
+        hub.offer(frame, [make_result(seq, frame)])
     thread.join(10)
     assert got == [1, 2, 3]
     assert hub.wait_for_new(3, timeout=0.05) is None
@@ -111,8 +111,27 @@ def test_wait_for_new_returns_each_new_version_once() -> None:
 def test_annotated_frame_contains_the_overlay() -> None:
     hub = PreviewHub(10)
     frame = np.full((480, 640, 3), 128, np.uint8)
-    hub.offer(frame, make_result(1, frame))
+    hub.offer(frame, [make_result(1, frame)])
     version, annotated = hub.latest_annotated()
     assert version == 1
     assert not np.array_equal(annotated, frame)
     assert np.array_equal(annotated[300:], frame[300:])
+
+
+def test_wait_for_next_result_waits_only_while_results_flow() -> None:
+    clock = ManualClock()
+    hub = PreviewHub(10, clock=clock)
+    frame = chelsea_bgr()
+    assert hub.wait_for_next_result(timeout=5.0) is False  # no camera yet: no wait at all
+    hub.offer(frame, [make_result(1, frame)])
+    clock.now += 6.0
+    assert hub.wait_for_next_result(timeout=5.0) is False  # stalled or paused: no wait either
+    clock.now -= 6.0
+    arrived: list[bool] = []
+    waiter = threading.Thread(target=lambda: arrived.append(hub.wait_for_next_result(timeout=30.0)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # results flow: it waits for the next one
+    hub.offer(frame, [make_result(2, frame)])  # within the copy interval: no frame copy, still a result
+    waiter.join(5)
+    assert arrived == [True] and hub.version == 1

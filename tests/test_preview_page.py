@@ -7,12 +7,14 @@ Top-3 list is filled from /api/latest by the page's own JavaScript.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import signal
 import subprocess
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +25,7 @@ import pytest
 from edgecam.config import HttpPreviewConfig
 from edgecam.preview.http import HttpPreview
 from edgecam.preview.hub import PreviewHub
+from tests.chromium_cdp import Chromium
 from tests.preview_control import ControlDouble, chelsea_bgr, make_result
 
 CHROMIUM_FLAGS = [
@@ -54,8 +57,14 @@ def _run_chromium(args: list[str], tmp_path: Path) -> str:
     return out
 
 
+class Live:
+    def __init__(self, preview: HttpPreview, control: ControlDouble) -> None:
+        self.preview, self.control = preview, control
+        self.url = f"http://127.0.0.1:{preview.port}/"
+
+
 @pytest.fixture
-def live_preview() -> Iterator[str]:
+def live() -> Iterator[Live]:
     hub, control = PreviewHub(10), ControlDouble()
     preview = HttpPreview(HttpPreviewConfig(enabled=True, port=0), hub, control)
     preview.start()
@@ -67,14 +76,19 @@ def live_preview() -> Iterator[str]:
         while not stop.wait(0.03):
             seq += 1
             control.tick()
-            hub.offer(frame, make_result(seq, frame))
+            hub.offer(frame, [make_result(seq, frame)])
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    yield f"http://127.0.0.1:{preview.port}/"
+    yield Live(preview, control)
     stop.set()
     feeder.join(5)
     preview.stop()
+
+
+@pytest.fixture
+def live_preview(live: Live) -> str:
+    return live.url
 
 
 def test_page_shows_stream_and_top3_in_headless_chromium(live_preview: str, tmp_path: Path) -> None:
@@ -99,3 +113,88 @@ def test_page_screenshot_is_not_blank(live_preview: str, tmp_path: Path) -> None
     photo_region = image[80:340, 40:440].astype(np.float32)
     background = image[450:590, 20:780].astype(np.float32)
     assert photo_region.std() > 25 and background.std() < 5
+
+
+# -- the page's own upload, DNS rebinding and another site's requests (issue 11, point 4) ----------
+
+_PNG_B64 = base64.b64encode(cv2.imencode(".png", chelsea_bgr())[1].tobytes()).decode()
+_PNG_BYTES_JS = f'Uint8Array.from(atob("{_PNG_B64}"), (c) => c.charCodeAt(0))'
+_CDP_FLAGS = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Chromium]:
+    chromium = Chromium(_chromium(), [*_CDP_FLAGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"],
+                        tmp_path / "cdp-profile")
+    yield chromium
+    chromium.close()
+
+
+def test_the_classify_page_uploads_a_file_in_chromium(live: Live, browser: Chromium) -> None:
+    session = browser.open(live.url + "classify")
+    out = browser.evaluate(session, """(async () => {
+        const input = document.querySelector('input[type=file]');
+        const files = new DataTransfer();
+        files.items.add(new File([%s], "cat.png", {type: "image/png"}));
+        input.files = files.files;
+        document.getElementById("form").requestSubmit();
+        const out = document.getElementById("out");
+        for (let i = 0; i < 400 && (out.textContent === "" || out.textContent === "classifying..."); i++) {
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        return out.textContent;
+    })()""" % _PNG_BYTES_JS)
+    lines = out.splitlines()
+    assert [line.split()[-1] for line in lines[:3]] == ["red", "green", "blue"], out  # ControlDouble's Top-3
+    assert lines[-1].endswith(" ms"), out
+    assert live.control.classified == [(300, 451, 3)]
+    assert live.preview.forbidden == {}
+
+
+def test_a_rebound_name_gets_403_instead_of_the_page(live: Live, tmp_path: Path) -> None:
+    url = live.url.replace("127.0.0.1", "rebind.example")
+    dom = _run_chromium(["--host-resolver-rules=MAP rebind.example 127.0.0.1", "--dump-dom", url], tmp_path)
+    assert "preview.http.allowed_hosts" in dom and 'id="stream"' not in dom, dom[:300]
+    assert live.preview.forbidden["host"] >= 1
+
+
+class _AttackerPage(BaseHTTPRequestHandler):
+    html = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.html)))
+        self.end_headers()
+        self.wfile.write(self.html)
+
+    def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_another_site_cannot_post_uploads_from_the_users_browser(live: Live, browser: Chromium) -> None:
+    """A page on evil.example sends what a browser sends without asking (no CORS
+    preflight): a text/plain POST and a form POST, both carrying a real image."""
+    _AttackerPage.html = b"<!doctype html><title>cats</title><p>cute cats</p>"
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        session = browser.open(f"http://evil.example:{attacker.server_address[1]}/")
+        sent = browser.evaluate(session, """(async () => {
+            const target = "%sclassify";
+            const bytes = %s;
+            const results = [];
+            const plain = {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"}, body: bytes};
+            results.push(await fetch(target, plain).then((r) => r.type, (e) => "failed: " + e));
+            const form = new FormData();
+            form.append("image", new Blob([bytes], {type: "image/png"}), "cat.png");
+            results.push(await fetch(target, {method: "POST", mode: "no-cors", body: form})
+                .then((r) => r.type, (e) => "failed: " + e));
+            return results;
+        })()""" % (live.url, _PNG_BYTES_JS))
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    assert sent == ["opaque", "opaque"]  # both requests went out
+    assert live.preview.forbidden["origin"] == 2  # and both reached the server, which refused them
+    assert live.control.classified == []

@@ -21,7 +21,7 @@ from tests.preview_control import chelsea_bgr, make_result
 def _run_window(environ: dict[str, str], window_only: bool) -> tuple[PreviewWindow, threading.Event]:
     hub = PreviewHub(10)
     frame = chelsea_bgr()
-    hub.offer(frame, make_result(1, frame))
+    hub.offer(frame, [make_result(1, frame)])
     shutdown = threading.Event()
     window = PreviewWindow(hub, shutdown, window_only=window_only, environ=environ)
     window.start()

@@ -95,6 +95,8 @@ def test_unit_has_the_service_contract() -> None:
     assert d["CapabilityBoundingSet"] == [""]
     assert "ReadWritePaths" not in d  # StateDirectory/CacheDirectory are the only writable paths
     assert d["WantedBy"] == ["multi-user.target"]
+    # The web preview's max_connections (le=4096 in config.py, 128 by default) plus the daemon's own files fit.
+    assert int(d["LimitNOFILE"][0]) >= 4096
 
 
 def _tiny_models(tmp_path: Path) -> tuple[Path, Path]:

@@ -182,9 +182,35 @@ class HttpPreviewConfig(Section):
     enabled: bool = False
     bind: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # Host names besides the bind address, localhost and this machine's name (DNS rebinding guard).
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
     max_fps: float = Field(10.0, gt=0, le=60)
     max_upload_bytes: int = Field(8_000_000, ge=1024, le=200_000_000)
+    # Largest picture POST /classify decodes, from its header; le = OPENCV_IO_MAX_IMAGE_PIXELS (edgecam/__init__.py).
+    max_image_pixels: int = Field(25_000_000, ge=10_000, le=2**27)
+    classify_concurrency: int = Field(1, ge=1, le=16)
+    classify_wait_s: float = Field(5.0, gt=0, le=60)
+    workers: int = Field(8, ge=1, le=256)
+    max_streams: int = Field(4, ge=1, le=64)
+    max_connections: int = Field(128, ge=2, le=4096)
+    backlog: int = Field(128, ge=1, le=4096)
+    request_timeout_s: float = Field(15.0, gt=0, le=300)
     auth: HttpAuthConfig = HttpAuthConfig()
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or len(name) > 253 or any(c in name for c in " /\\@:[]?#"):
+                raise ValueError(f"{name!r} is not a host name (give names like cam.example.org, "
+                                 "without scheme, port or path)")
+        return [name.lower().rstrip(".") for name in names]
+
+    @model_validator(mode="after")
+    def _connections_cover_threads(self) -> "HttpPreviewConfig":
+        if self.max_connections < self.workers + self.max_streams:
+            raise ValueError("max_connections must be >= workers + max_streams")
+        return self
 
 
 class PreviewConfig(Section):

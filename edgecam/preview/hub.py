@@ -81,14 +81,13 @@ class PreviewHub:
             self._states.update(states or {})
             self._offer_times.append(now)
             self._results += 1
-            if now - self._last_copy < self._min_interval:
-                return
-            self._last_copy = now
-            self._frame = frame_bgr.copy()
-            self._frame_results = dict(self._region_results)
-            self._frame_fps = self._fps_locked()
-            self._version += 1
-            self._cond.notify_all()
+            if now - self._last_copy >= self._min_interval:
+                self._last_copy = now
+                self._frame = frame_bgr.copy()
+                self._frame_results = dict(self._region_results)
+                self._frame_fps = self._fps_locked()
+                self._version += 1
+            self._cond.notify_all()  # frame waiters and wait_for_next_result
 
     # -- consumer side -----------------------------------------------------------------------
 
@@ -118,6 +117,17 @@ class PreviewHub:
     def results_seen(self) -> int:
         with self._cond:
             return self._results
+
+    def wait_for_next_result(self, timeout: float) -> bool:
+        """While results flow (the newest is at most ``timeout`` old), block until
+        the next one arrives or ``timeout`` passes; True when one arrived. Uploads
+        call it to run right after a camera result, in the gap before the next
+        frame; with the camera paused or stalled it returns False at once."""
+        with self._cond:
+            if not self._offer_times or self._clock() - self._offer_times[-1] > timeout:
+                return False
+            after = self._results
+            return self._cond.wait_for(lambda: self._results > after, timeout)
 
     def latest_annotated(self) -> Optional[tuple[int, np.ndarray]]:
         """(version, annotated BGR copy) of the newest frame, None before the first.

@@ -68,6 +68,14 @@ class HistogramSnapshot:
     def __init__(self, bounds: tuple[float, ...], cumulative: tuple[int, ...], count: int, total: float) -> None:
         self.bounds, self.cumulative, self.count, self.sum = bounds, cumulative, count, total
 
+    @staticmethod
+    def merge(snapshots: "list[HistogramSnapshot]") -> "HistogramSnapshot":
+        """One histogram over several (each camera's hub keeps its own); same buckets."""
+        first = snapshots[0]
+        cumulative = tuple(sum(s.cumulative[i] for s in snapshots) for i in range(len(first.cumulative)))
+        return HistogramSnapshot(first.bounds, cumulative, sum(s.count for s in snapshots),
+                                 sum(s.sum for s in snapshots))
+
     def render(self, name: str, help_text: str) -> list[str]:
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         for bound, n in zip(self.bounds, self.cumulative):

@@ -39,6 +39,7 @@ from edgecam.publish.sink import Sink
 from edgecam.publish.topics import OFFLINE, ONLINE, Topics
 from edgecam.result import Result
 from edgecam.control.protocol import DaemonControl
+from edgecam.secrets import read_secret_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,7 @@ _REPEAT_LOG_S = 60.0
 def read_password(cfg: MqttConfig) -> Optional[str]:
     """The broker password from ``password_file`` or ``password_env`` (never logged)."""
     if cfg.password_file:
-        try:
-            return Path(cfg.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as err:
-            reason = getattr(err, "strerror", None) or str(err)
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {reason}") from None
+        return read_secret_file(cfg.password_file, "mqtt.password_file")
     if cfg.password_env:
         value = os.environ.get(cfg.password_env)
         if value is None:
