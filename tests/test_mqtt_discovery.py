@@ -6,7 +6,10 @@ import re
 import time
 
 from edgecam import __version__
+from edgecam.config import parse_config
+from edgecam.model.types import Label
 from edgecam.publish.discovery import discovery_payload
+from edgecam.regions.debounce import RegionState
 from edgecam.service.stats import LatencyWindow, StatsCollector
 from tests.fixtures_mqtt import make_result, mqtt_config, wait_until
 
@@ -27,18 +30,38 @@ def test_discovery_payload_describes_the_device_and_its_sensors(broker):
     assert doc["dev"]["sw"] == __version__ and doc["dev"]["mdl"] == "resnet18_160_int8"
     assert doc["o"]["name"] == "edgecam"
     components = doc["cmps"]
-    assert set(components) == {f"edgecam_{config.device_id}_{k}" for k in ("top1_label", "top1_score",
-                                                                           "inference_ms", "fps", "capture_fps")}
+    assert set(components) == {f"edgecam_{config.device_id}_{k}" for k in (
+        "top1_label", "top1_score", "inference_ms", "fps", "capture_fps", "default_full_state")}
     result = make_result(3, "tabby", 0.75).to_payload()
+    state = RegionState("tabby", 281, 0.75, 1.7e9, (Label("tabby", 281, 0.75),), "unknown").to_payload(
+        config.device_id, "default", "full")
     # the daemon's real stats snapshot, so a renamed key breaks this test, not Home Assistant
     stats = StatsCollector(lambda: {"captured": 30, "processed": 10}, LatencyWindow(), LatencyWindow()).snapshot()
     for object_id, comp in components.items():
         assert comp["p"] == "sensor" and comp["unique_id"] == object_id
-        assert comp["state_topic"] in (f"{prefix}/result", f"{prefix}/stats")
+        assert comp["state_topic"] in (f"{prefix}/result", f"{prefix}/stats", f"{prefix}/default/full/state")
         # every template path exists in the payload of its state topic
         path = re.fullmatch(r"\{\{ value_json\.([\w.\[\]]+) \}\}", comp["value_template"]).group(1)
-        source = result if comp["state_topic"].endswith("/result") else stats
+        source = {"result": result, "stats": stats, "state": state}[comp["state_topic"].rsplit("/", 1)[1]]
         assert _resolve(path, source) is not None
+        for attribute in re.findall(r"value_json\.(\w+)", comp.get("json_attributes_template", "")):
+            assert attribute in state
+
+
+def test_discovery_has_one_sensor_per_region(broker):
+    config = mqtt_config(broker, discovery={"enabled": True})
+    config = config.model_copy(update={"cameras": parse_config({"cameras": {
+        "garage": {"uri": "0", "regions": {"door": {"box": [0, 0, 0.5, 1]}, "car": {}}},
+        "feeder": {"uri": "1"}}}).cameras})
+    components = discovery_payload(config)["cmps"]
+    prefix = config.topic_prefix
+    regions = {key: comp for key, comp in components.items() if key.endswith("_state")}
+    assert {comp["state_topic"] for comp in regions.values()} == {
+        f"{prefix}/garage/door/state", f"{prefix}/garage/car/state", f"{prefix}/feeder/full/state"}
+    assert all(comp["json_attributes_topic"] == comp["state_topic"] and comp["value_template"] ==
+               "{{ value_json.label }}" for comp in regions.values())
+    assert {comp["name"] for comp in regions.values()} == {"garage door", "garage car", "feeder full"}
+    assert not any(comp["state_topic"].endswith("/result") for comp in components.values())
 
 
 def test_discovery_is_off_by_default(broker, collector_factory, sink_factory):

@@ -8,6 +8,7 @@ Top-3 list is filled from /api/latest by the page's own JavaScript.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 import shutil
@@ -198,3 +199,83 @@ def test_another_site_cannot_post_uploads_from_the_users_browser(live: Live, bro
     assert sent == ["opaque", "opaque"]  # both requests went out
     assert live.preview.forbidden["origin"] == 2  # and both reached the server, which refused them
     assert live.control.classified == []
+
+
+# -- several cameras with regions, and drawing a new region (issue 12) --------------------------
+
+@pytest.fixture
+def two_cameras() -> Iterator[Live]:
+    frame = chelsea_bgr()
+    boxes = {"left": (0.0, 0.0, 0.5, 1.0), "right": (0.5, 0.0, 1.0, 1.0)}
+    hubs = {"garage": PreviewHub(10, boxes=boxes), "yard": PreviewHub(10)}
+    control = ControlDouble()
+    preview = HttpPreview(HttpPreviewConfig(enabled=True, port=0), hubs, control)
+    preview.start()
+    stop = threading.Event()
+
+    def feed() -> None:
+        seq = 0
+        while not stop.wait(0.05):
+            seq += 1
+            left = dataclasses.replace(make_result(seq, frame), camera="garage", region="left")
+            right = dataclasses.replace(make_result(seq, frame), camera="garage", region="right")
+            hubs["garage"].offer(frame, [left, right], {"left": "cat here", "right": "empty"})
+            hubs["yard"].offer(frame[:, :200], [dataclasses.replace(make_result(seq, frame), camera="yard")])
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    yield Live(preview, control)
+    stop.set()
+    feeder.join(5)
+    preview.stop()
+
+
+def test_the_page_shows_every_camera_its_regions_and_draws_a_box_as_yaml(two_cameras: Live,
+                                                                        browser: Chromium) -> None:
+    session = browser.open(two_cameras.url)
+    page = browser.evaluate(session, """(async () => {
+        const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+        for (let i = 0; i < 100 && document.querySelectorAll("#regions tr").length < 2; i++) await wait(50);
+        for (let i = 0; i < 100 && document.getElementById("stream").naturalWidth === 0; i++) await wait(50);
+        const canvas = document.getElementById("draw"), rect = canvas.getBoundingClientRect();
+        const at = (fx, fy) => ({clientX: rect.left + fx * rect.width, clientY: rect.top + fy * rect.height,
+                                 bubbles: true, pointerId: 1});
+        canvas.dispatchEvent(new PointerEvent("pointerdown", at(0.75, 0.6)));
+        canvas.dispatchEvent(new PointerEvent("pointermove", at(0.5, 0.4)));
+        canvas.dispatchEvent(new PointerEvent("pointerup", at(0.25, 0.2)));
+        const garage = {
+            cameras: [...document.querySelectorAll("#cameras button")].map((b) => b.textContent),
+            regions: [...document.querySelectorAll("#regions tr")].map((tr) => tr.textContent),
+            stream: document.getElementById("stream").src,
+            yaml: document.getElementById("yaml").textContent,
+        };
+        document.querySelectorAll("#cameras button")[1].click();
+        for (let i = 0; i < 100 && !document.getElementById("stream").src.endsWith("yard"); i++) await wait(50);
+        await wait(700);
+        return {garage, yard: document.getElementById("stream").src,
+                yardRegions: document.querySelectorAll("#regions tr").length};
+    })()""")
+    garage = page["garage"]
+    assert garage["cameras"] == ["garage", "yard"]
+    assert garage["regions"][0].startswith("leftcat here") and garage["regions"][1].startswith("rightempty")
+    assert garage["stream"].endswith("/stream.mjpg?camera=garage")
+    assert garage["yaml"].splitlines() == ["cameras:", "  garage:", "    regions:", "      new_region:",
+                                           "        box: [0.250, 0.200, 0.750, 0.600]"]
+    assert page["yard"].endswith("/stream.mjpg?camera=yard") and page["yardRegions"] == 0
+
+
+def test_an_unknown_camera_is_404(two_cameras: Live) -> None:
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(two_cameras.url + "latest.jpg?camera=attic", timeout=5)
+    assert info.value.code == 404 and b"no camera named 'attic'" in info.value.read()
+    hub = two_cameras.preview.hubs["yard"]
+    for _ in range(100):
+        if hub.latest_jpeg() is not None:
+            break
+        threading.Event().wait(0.05)
+    with urllib.request.urlopen(two_cameras.url + "latest.jpg?camera=yard", timeout=5) as response:
+        image = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[1] == 320  # the 200-px-wide yard frames, upscaled to the overlay's minimum width

@@ -207,11 +207,13 @@ class FrameRing:
         """captured == taken + dropped + pending, at every instant."""
         with self._cond:
             pending = sum(1 for s in self._slots if s.state == _READY)
+            held = sum(1 for s in self._slots if s.state == _HELD)
             return {
                 "captured": self._captured,
                 "taken": self._taken,
                 "dropped": self._dropped,
                 "pending": pending,
+                "held": held,
                 "capacity": self.capacity,
             }
 

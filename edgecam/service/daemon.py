@@ -201,8 +201,11 @@ class Daemon(ControlMixin):
 
     def _sources_finished(self) -> bool:
         """Every camera is a non-looping file that has ended, and its last frame has left the pipeline."""
-        return all(camera.capture.state == "ended" and camera.ring.counters()["pending"] == 0
-                   for camera in self.cameras.values()) and self.publisher.queue_depth == 0
+        def drained(camera: Camera) -> bool:
+            counters = camera.ring.counters()
+            return camera.capture.state == "ended" and counters["pending"] == 0 and counters["held"] == 0
+
+        return all(drained(camera) for camera in self.cameras.values()) and self.publisher.queue_depth == 0
 
     def _shutdown(self) -> None:
         log.info("stopping")
