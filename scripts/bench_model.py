@@ -166,7 +166,7 @@ def print_main_table(results: dict[tuple, list[dict]], rows: list[tuple[str, int
         for slow, fast in RATIOS:
             per_run = [a["median"] / b["median"] for a, b in
                        zip(results[(*slow, count)], results[(*fast, count)])]
-            print(f"{fast[0]} {fast[1]} vs {slow[0]} {slow[1]}, {count} threads: "
+            print(f"{fast[0]} {fast[1]} vs {slow[0]} {slow[1]}, {count} thread{'s' if count > 1 else ''}: "
                   f"{fmt_spread(per_run, 1, 'x')} faster (same-round ratios: median (min-max) of {len(per_run)})")
 
 

@@ -19,6 +19,7 @@ is per phase and we can prove torch is never imported):
     .venv/bin/python scripts/bench_pipeline.py [--model FILE] [--threads 2] [--seconds 10] [--mqtt]
     .venv/bin/python scripts/bench_pipeline.py --repeat 5 --seconds 5    # min/median/max over 5 rounds
     .venv/bin/python scripts/bench_pipeline.py --phases raw daemon raw+capture raw+capture-proc
+    .venv/bin/python scripts/bench_pipeline.py --steps    # CPU us of each per-frame step (read, put, copy ...)
 
 Every round runs the phases in turn (interleaved, so load drifts hit all alike); the
 throughput ratios are taken within a round. A second table splits each frame's cost
@@ -228,6 +229,53 @@ LABELS = {"raw": "raw classifier", "daemon": "daemon, source 2x raw FPS", "unlim
           "raw+capture": "raw + capture thread (same process)", "raw+capture-proc": "raw + capture in another process"}
 
 
+def per_step_costs(args: argparse.Namespace) -> None:
+    """CPU time of each per-frame step of capture and inference, one thread, nothing else running.
+
+    Thread CPU time (not wall time), so another job on the machine inflates it much less.
+    """
+    from edgecam.buffer.ring import FrameRing
+    from edgecam.model.classifier import Classifier
+    from edgecam.sources.memory import MemorySource
+
+    images, ring, clf = frames(), FrameRing(4), Classifier(str(args.model), threads=args.threads)
+    source, target = MemorySource(images), np.empty_like(images[0])
+    source.open()
+    probs = clf.probabilities(images[0])
+
+    def put(i: int) -> None:
+        ring.put(images[i % 4], time.monotonic(), time.time())
+
+    def take(i: int) -> None:
+        ring.release(ring.get_latest(timeout=0))
+
+    # (name, untimed set-up before each call, timed call, calls)
+    steps = [("capture: source.read() (in-memory source, unpaced)", None, lambda i: source.read(), 2000),
+             ("capture: ring.put() (lock, copy into a slot, notify)", None, put, 2000),
+             ("  the copy alone: np.copyto of one 640x480x3 frame", None,
+              lambda i: np.copyto(target, images[i % 4]), 2000),
+             ("inference: ring.get_latest() + release()", put, take, 2000),
+             ("inference: classifier.top_k(probabilities, 3)", None, lambda i: clf.top_k(probs, 3), 2000),
+             ("inference: classifier.probabilities() (this thread's share)", None,
+              lambda i: clf.probabilities(images[i % 4]), 100)]
+    print(f"\nPer-step CPU time of the calling thread (median of 7 blocks), {args.threads} classifier threads")
+    print(host_line(load()) + "\n")
+    print("| step | us per call |")
+    print("|---|---|")
+    for name, setup, step, count in steps:
+        blocks = []
+        for _ in range(7):
+            spent = 0
+            for i in range(count // 7 + 1):
+                if setup is not None:
+                    setup(i)
+                start = time.thread_time_ns()
+                step(i)
+                spent += time.thread_time_ns() - start
+            blocks.append(spent / (count // 7 + 1) / 1000)
+        print(f"| {name} | {np.median(blocks):.1f} |")
+
+
 def run_child(child: str, args: argparse.Namespace, source_fps: Optional[float] = None) -> dict:
     cmd = [sys.executable, __file__, "--child", child, "--model", str(args.model), "--threads", str(args.threads),
            "--seconds", str(args.seconds)] + (["--source-fps", str(source_fps)] if source_fps else [])
@@ -253,6 +301,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="rounds of all phases; figures are median (min-max)")
     parser.add_argument("--mqtt", action="store_true", help="also measure through a real Mosquitto")
     parser.add_argument("--phases", nargs="+", choices=sorted(PHASES), default=["raw", "daemon", "unlimited", "paced"])
+    parser.add_argument("--steps", action="store_true", help="only the CPU cost of each per-frame step")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--source-fps", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,6 +312,9 @@ def main() -> None:
         print(json.dumps(result))
         return
     args.model = ensure_model(args.model)
+    if args.steps:
+        per_step_costs(args)
+        return
     args.phases = ["raw"] + [p for p in args.phases if p != "raw"] + (["mqtt"] if args.mqtt and "mqtt" not in args.phases else [])
     load_before = load()
     rounds = [run_round(args, rep) for rep in range(args.repeat)]

@@ -94,3 +94,13 @@ def test_model_benchmark_children_tutorial_torchscript_and_ort(resnet_int8: Path
     for result in (scripted, ort):
         assert set(result) == {"median", "p90", "fps", "rss_mb"} and result["median"] > 0
     assert ort["rss_mb"] < scripted["rss_mb"]  # torch's libraries alone outweigh the INT8 session
+
+
+def test_pipeline_benchmark_per_step_costs(resnet_int8: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_pipeline.py"), "--model", str(resnet_int8), "--steps"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {cells[0]: float(cells[1]) for cells in map(_cells, proc.stdout.splitlines())
+            if len(cells) == 2 and cells[1].replace(".", "", 1).isdigit()}
+    assert len(rows) == 6 and all(value > 0 for value in rows.values()), rows
+    assert any(name.startswith("capture: ring.put()") for name in rows)
