@@ -1,14 +1,20 @@
 #!/usr/bin/env python
 """Model benchmark: 640x480 BGR frame -> Top-3, the tutorial path vs edgecam's ONNX models.
 
-    .venv/bin/python scripts/bench_model.py                  # main table (threads 2 and 1)
+    .venv/bin/python scripts/bench_model.py                  # main table (threads 2 and 1, 5 runs per row)
+    .venv/bin/python scripts/bench_model.py --repeat 3 --runs 100 --threads 2   # a shorter main table
     .venv/bin/python scripts/bench_model.py --compare-layouts  # normalization in numpy vs in graph
     .venv/bin/python scripts/bench_model.py --compare-interp   # cv2 resize: linear / area / area+linear
 
-Each configuration of the main table runs in its own process, so the peak RSS
-column is that configuration alone (torch imports included for the tutorial
-path). ResNet-18 random weights are used for timing (same graph as ImageNet);
-models are built with edgecam's own build code into .cache/bench-models.
+Each configuration of the main table runs in its own process, --repeat times,
+interleaved; the table gives the median of the runs with their min-max, and the
+speed-up ratios are taken run by run. Peak RSS is each child's own VmHWM (torch
+imports included for the tutorial paths). The tutorial rows are torchvision's
+ResNet-18 on PIL preprocessing: scripted (torch.jit.script, torch.no_grad,
+torch.set_num_threads, as edgecam's seeds ran it) and eager (torch.inference_mode,
+one inter-op thread). ResNet-18 random weights are used for timing (same graph
+as ImageNet); models are built with edgecam's own build code into
+.cache/bench-models.
 """
 
 from __future__ import annotations
@@ -16,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import resource
 import subprocess
 import sys
 import time
@@ -33,6 +37,8 @@ from edgecam.model.build import BuildOptions, build_model, output_paths
 from edgecam.model.build.calibration import builtin_photos, builtin_sets
 from edgecam.model.classifier import Classifier
 from edgecam.model.metadata import LAYOUTS
+
+from bench_common import fmt, fmt_spread, host_line, load, peak_rss_mb, spread
 
 CACHE = ROOT / ".cache" / "bench-models"
 INT8_SIZES = (224, 192, 160, 128)
@@ -69,15 +75,19 @@ def build(arch: str, size: int, layout: str, out: Path) -> tuple[Path, Path]:
 # ---- one configuration, in a child process -------------------------------------------------
 
 
-def child_torch(threads: int, runs: int) -> dict:
+def _torch_tutorial(threads: int, scripted: bool):
+    """torchvision ResNet-18 + PIL preprocessing, as the tutorials (and edgecam's seeds) run it."""
     import torch
     from PIL import Image
     from torchvision import transforms
     from torchvision.models import resnet18
 
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
-    model = resnet18().eval()
+    if scripted:  # the seeds' path: torch.jit.script, torch.no_grad(), set_num_threads
+        model, grad_off = torch.jit.script(resnet18().eval()), torch.no_grad
+    else:
+        torch.set_num_interop_threads(1)
+        model, grad_off = resnet18().eval(), torch.inference_mode
     tf = transforms.Compose([
         transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
@@ -85,12 +95,17 @@ def child_torch(threads: int, runs: int) -> dict:
 
     def step(bgr: np.ndarray) -> list:
         image = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        with torch.inference_mode():
+        with grad_off():
             probs = model(tf(image).unsqueeze(0)).softmax(1)[0]
         top = probs.topk(3)
         return list(zip(top.indices.tolist(), top.values.tolist()))
 
-    return timed(step, frames(), runs, warmup=5)
+    return step
+
+
+def child_torch(threads: int, runs: int, scripted: bool) -> dict:
+    # TorchScript's profiling executor optimizes after the first calls: warm up past that.
+    return timed(_torch_tutorial(threads, scripted), frames(), runs, warmup=10 if scripted else 5)
 
 
 def child_ort(model: str, threads: int, runs: int) -> dict:
@@ -107,32 +122,52 @@ def run_child(kind: str, model: str, threads: int, runs: int) -> dict:
 
 # ---- reports --------------------------------------------------------------------------------
 
+TORCHSCRIPT, EAGER = "tutorial: TorchScript FP32 + PIL", "tutorial: PyTorch eager FP32 + PIL"
+# (numerator row, denominator row): "denominator is N x faster than numerator"
+RATIOS = [((TORCHSCRIPT, 224), ("ORT INT8", 160)), ((EAGER, 224), ("ORT INT8", 160)),
+          ((TORCHSCRIPT, 224), ("ORT FP32", 224)), (("ORT FP32", 224), ("ORT INT8", 224))]
+
 
 def main_table(args: argparse.Namespace) -> None:
     int8 = {size: build("resnet18", size, args.layout, CACHE)[1] for size in INT8_SIZES}
     fp32_224 = output_paths(BuildOptions(arch="resnet18", size=224, out_dir=str(CACHE)))[0]
-    configs = [("tutorial: PyTorch eager FP32 + PIL", 224, "torch", "", max(20, args.runs // 4))]
-    configs.append(("ORT FP32", 224, "ort", str(fp32_224), args.runs))
+    torch_runs = max(20, args.runs // 4)
+    configs = [(TORCHSCRIPT, 224, "torchscript", "", torch_runs), (EAGER, 224, "torch", "", torch_runs),
+               ("ORT FP32", 224, "ort", str(fp32_224), args.runs)]
     configs += [("ORT INT8", size, "ort", str(int8[size]), args.runs) for size in INT8_SIZES]
-    rows, results = [], {}
-    load_before = os.getloadavg()[0]
-    for threads in args.threads:
-        for name, size, kind, model, runs in configs:
-            res = run_child(kind, model, threads, runs)
-            results[(name, size, threads)] = res
-            rows.append(f"| {name} | {size} | {threads} | {res['median']:.2f} | {res['p90']:.2f} "
-                        f"| {res['fps']:.0f} | {res['rss_mb']:.0f} |")
-            print(f"  measured {name} {size} threads={threads}: {res['median']:.2f} ms", file=sys.stderr)
-    print(f"\nResNet-18, 640x480 BGR frame -> Top-3, {args.runs} frames per row "
-          f"(tutorial rows: {max(20, args.runs // 4)}), layout {args.layout}, {os.cpu_count()} CPUs, "
-          f"1-min load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after\n")
+    load_before = load()
+    results: dict[tuple, list[dict]] = {}
+    for rep in range(args.repeat):  # interleaved, so drifting load hits every row alike
+        for threads in args.threads:
+            for name, size, kind, model, runs in configs:
+                res = run_child(kind, model, threads, runs)
+                results.setdefault((name, size, threads), []).append(res)
+                print(f"  run {rep + 1}/{args.repeat} {name} {size} threads={threads}: {res['median']:.2f} ms, "
+                      f"load {load()}", file=sys.stderr)
+    print(f"\nResNet-18, 640x480 BGR frame -> Top-3, {args.runs} frames per run (tutorial rows: {torch_runs}), "
+          f"{args.repeat} runs per row, each in a fresh process, layout {args.layout}")
+    print(host_line(load_before))
+    print_main_table(results, [(name, size) for name, size, *_ in configs], args.threads)
+
+
+def print_main_table(results: dict[tuple, list[dict]], rows: list[tuple[str, int]], threads: list[int]) -> None:
+    print("median ms, p90 ms and FPS: median over the runs of each run's figure (min-max over runs in brackets); "
+          "peak RSS: the largest run's own VmHWM\n")
     print("| path | input | threads | median ms | p90 ms | FPS | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    if 2 in args.threads:
-        base = results[(configs[0][0], 224, 2)]["median"]
-        best = results[("ORT INT8", 160, 2)]["median"]
-        print(f"\nINT8-160 (2 threads) vs the tutorial path (2 threads): {base / best:.1f}x faster")
+    for count in threads:
+        for name, size in rows:
+            runs = results[(name, size, count)]
+            print(f"| {name} | {size} | {count} | {fmt_spread(r['median'] for r in runs)} "
+                  f"| {fmt(spread(r['p90'] for r in runs)[1])} | {fmt(spread(r['fps'] for r in runs)[1], 0)} "
+                  f"| {max(r['rss_mb'] for r in runs):.0f} |")
+    print()
+    for count in threads:
+        for slow, fast in RATIOS:
+            per_run = [a["median"] / b["median"] for a, b in
+                       zip(results[(*slow, count)], results[(*fast, count)])]
+            print(f"{fast[0]} {fast[1]} vs {slow[0]} {slow[1]}, {count} thread{'s' if count > 1 else ''}: "
+                  f"{fmt_spread(per_run, 1, 'x')} faster (same-round ratios: median (min-max) of {len(per_run)})")
 
 
 def compare_layouts(args: argparse.Namespace) -> None:
@@ -203,19 +238,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="frames timed per configuration")
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per configuration (main table), interleaved")
     parser.add_argument("--size", type=int, default=160, help="size for the comparisons")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (--compare-layouts)")
     parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=LAYOUTS)
     parser.add_argument("--compare-layouts", action="store_true")
     parser.add_argument("--compare-interp", action="store_true")
-    parser.add_argument("--child", choices=("torch", "ort"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("torch", "torchscript", "ort"), help=argparse.SUPPRESS)
     parser.add_argument("--model", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.child:
         threads = args.threads[0]
-        res = child_torch(threads, args.runs) if args.child == "torch" else child_ort(args.model, threads, args.runs)
-        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        if args.child == "ort":
+            res = child_ort(args.model, threads, args.runs)
+        else:
+            res = child_torch(threads, args.runs, scripted=args.child == "torchscript")
+        res["rss_mb"] = peak_rss_mb()  # this child's own peak, not its parent's (see bench_common)
         print(json.dumps(res))
     elif args.compare_layouts:
         compare_layouts(args)

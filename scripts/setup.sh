@@ -46,8 +46,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 case "$mode" in
-  runtime) requirements=requirements.txt ;;
-  *) requirements=requirements-dev.txt ;;
+  runtime) requirements="requirements.txt" ;;
+  *) requirements="requirements-dev.txt" ;;  # quoted: bare a-b reads as arithmetic (SC2100)
 esac
 echo "setup: pip install -r $requirements (torch comes from the local disk where available)"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
