@@ -110,6 +110,8 @@ def _group(name: str) -> str:
     """Thread names as the report shows them: paho's and the benchmark's own threads folded."""
     if name.startswith("paho-mqtt"):
         return "paho"
+    if name.startswith("capture-"):  # one capture thread per camera: capture-<source id>
+        return "capture"
     if name == "MainThread" or name.startswith("Thread-"):
         return "main/bench"
     return name

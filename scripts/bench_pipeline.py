@@ -164,9 +164,9 @@ def _run_daemon(args: argparse.Namespace, fps: Optional[float], mqtt_port: Optio
 def child_daemon(args: argparse.Namespace) -> dict:
     daemon, recorder, runner, _ = _run_daemon(args, fps=args.source_fps)
     time.sleep(WARMUP_S)  # let capture and inference settle
-    first, before, start = daemon.inference.processed, thread_times(), time.monotonic()
+    first, before, start = sum(daemon.inference.processed.values()), thread_times(), time.monotonic()
     time.sleep(args.seconds)
-    processed, wall = daemon.inference.processed - first, time.monotonic() - start
+    processed, wall = sum(daemon.inference.processed.values()) - first, time.monotonic() - start
     split = per_frame_by_group(before, thread_times(), processed)
     daemon.stop()
     runner.join()
