@@ -53,6 +53,7 @@ class InferenceSettings:
 
     max_fps: float = 0.0  # 0 = unlimited; caps whole turns (power saving)
     smoothing: int = 1  # mean of the last N probability vectors per region; 1 = off
+    batch: bool = True  # crops due together share one run per model (False: one run each; benchmarks)
 
     def replace(self, **changes: Any) -> "InferenceSettings":
         return dataclasses.replace(self, **changes)
@@ -213,11 +214,13 @@ class InferenceThread:
                 by_model[region.model_path].append((job, region, crop))
         for path, items in by_model.items():
             classifier = self.pool.get(path)
-            start = time.monotonic()
-            probabilities = classifier.probabilities_batch([crop for _, _, crop in items])
-            end = time.monotonic()
-            for (job, region, crop), probs in zip(items, probabilities):
-                self._region_result(job, region, crop, classifier, probs, start, end)
+            groups = [items] if self.settings.batch else [[item] for item in items]
+            for group in groups:
+                start = time.monotonic()
+                probabilities = classifier.probabilities_batch([crop for _, _, crop in group])
+                end = time.monotonic()
+                for (job, region, crop), probs in zip(group, probabilities):
+                    self._region_result(job, region, crop, classifier, probs, start, end)
         for job in jobs:
             self.processed[job.camera.name] += 1
             self.progress[job.camera.name] = self.last_result_mono = time.monotonic()
