@@ -17,7 +17,7 @@ LAYERS = {
     "errors": 0, "backoff": 0, "heartbeat": 0, "logs": 0, "secrets": 0,
     "config": 1,
     "result": 2, "buffer": 2, "sources": 2, "model": 2,
-    "regions": 3,
+    "regions": 3, "dataset": 3,
     "control": 4,
     "publish": 5, "preview": 5,
     "service": 6,

@@ -29,13 +29,13 @@ def test_without_reader_the_oldest_frames_are_overwritten_and_counted() -> None:
     ring = FrameRing(4)
     seqs = [put(ring, i) for i in range(10)]
     assert seqs == list(range(10))
-    assert ring.counters() == {"captured": 10, "taken": 0, "dropped": 6, "pending": 4, "capacity": 4}
+    assert ring.counters() == {"captured": 10, "taken": 0, "dropped": 6, "pending": 4, "held": 0, "capacity": 4}
     view = ring.get_latest(-1, timeout=0)
     assert view is not None
     assert (view.seq, view.captured_mono, view.captured_wall) == (9, 9.0, 1009.0)
     assert (view.image == 9).all()
     # Frames 6..8 were pending but a newer one was taken: dropped, not pending.
-    assert ring.counters() == {"captured": 10, "taken": 1, "dropped": 9, "pending": 0, "capacity": 4}
+    assert ring.counters() == {"captured": 10, "taken": 1, "dropped": 9, "pending": 0, "held": 1, "capacity": 4}
     view.release()
 
 
@@ -106,13 +106,13 @@ def test_a_held_slot_is_never_overwritten() -> None:
     for i in range(1, 11):
         put(ring, i)
         assert (held.image == 0).all()
-    assert ring.counters() == {"captured": 11, "taken": 1, "dropped": 9, "pending": 1, "capacity": 2}
+    assert ring.counters() == {"captured": 11, "taken": 1, "dropped": 9, "pending": 1, "held": 1, "capacity": 2}
     second = ring.get_latest(held.seq, timeout=0)
     assert second is not None and second.seq == 10
     # Both slots held: the next frame has nowhere to go and is dropped, never written.
     assert put(ring, 11) == 11
     assert (held.image == 0).all() and (second.image == 10).all()
-    assert ring.counters() == {"captured": 12, "taken": 2, "dropped": 10, "pending": 0, "capacity": 2}
+    assert ring.counters() == {"captured": 12, "taken": 2, "dropped": 10, "pending": 0, "held": 2, "capacity": 2}
     held.release()
     second.release()
     put(ring, 12)
@@ -224,3 +224,13 @@ def test_random_operation_sequences_keep_the_invariants(capacity: int, ops: list
         check_invariant(ring.counters())
         for view in held:
             assert (view.image == view.seq % 256).all()
+
+
+def test_latest_copy_still_has_the_last_frame_after_it_was_classified() -> None:
+    ring = FrameRing(2)
+    put(ring, 5)
+    view = ring.get_latest(-1, timeout=0)
+    assert view is not None
+    ring.release(view)  # inference is done with it; nothing newer has arrived yet
+    latest = ring.latest_copy()
+    assert latest is not None and latest[0] == 0 and int(latest[1][0, 0, 0]) == 5

@@ -193,10 +193,12 @@ class FrameRing:
 
     # -- other ------------------------------------------------------------------
     def latest_copy(self) -> Optional[tuple[int, np.ndarray]]:
-        """A copy of the newest frame that is readable now (pending or held), for
-        previews and snapshots; it does not count as taken."""
+        """A copy of the newest frame still in the ring (pending, held, or already
+        classified and not yet overwritten), for snapshots and sample captures; it
+        does not count as taken."""
         with self._cond:
-            candidates = [s for s in self._slots if s.state in (_READY, _HELD) and s.array is not None]
+            candidates = [s for s in self._slots if s.array is not None and s.seq >= 0 and (
+                s.state in (_READY, _HELD) or (s.state == _FREE and s.array.shape == self._shape))]
             if not candidates:
                 return None
             newest = max(candidates, key=lambda s: s.seq)

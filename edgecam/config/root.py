@@ -16,6 +16,7 @@ from edgecam.config.cameras import (
 )
 from edgecam.config.sections import (
     BufferConfig,
+    CollectConfig,
     InferenceConfig,
     ModelConfig,
     MqttConfig,
@@ -37,6 +38,7 @@ class Config(CamerasMixin):
     mqtt: MqttConfig = MqttConfig()
     stats: StatsConfig = StatsConfig()
     preview: PreviewConfig = PreviewConfig()
+    collect: CollectConfig = CollectConfig()
 
     @field_validator("device_id")
     @classmethod

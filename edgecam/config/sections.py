@@ -186,6 +186,7 @@ class HttpPreviewConfig(Section):
     allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
     max_fps: float = Field(10.0, gt=0, le=60)
     max_upload_bytes: int = Field(8_000_000, ge=1024, le=200_000_000)
+    max_model_bytes: int = Field(100_000_000, ge=1024, le=1_000_000_000)  # POST /api/model (auth required)
     # Largest picture POST /classify decodes, from its header; le = OPENCV_IO_MAX_IMAGE_PIXELS (edgecam/__init__.py).
     max_image_pixels: int = Field(25_000_000, ge=10_000, le=2**27)
     classify_concurrency: int = Field(1, ge=1, le=16)
@@ -211,6 +212,21 @@ class HttpPreviewConfig(Section):
         if self.max_connections < self.workers + self.max_streams:
             raise ValueError("max_connections must be >= workers + max_streams")
         return self
+
+
+class CollectConfig(Section):
+    """Samples for training your own classes: DATASET/<camera>/<region>/<label>/*.jpg."""
+
+    enabled: bool = False
+    dir: str = "dataset"
+    low_score: float = Field(0.5, ge=0, le=1)  # save when the top-1 score is below this (0 = never)
+    on_state_change: bool = True  # save the crop that confirmed a new state
+    every_s: float = Field(900.0, ge=0, le=86400 * 7)  # and one at spread-out times (0 = never)
+    min_interval_s: float = Field(5.0, ge=0, le=86400)  # automatic samples per region at most this often
+    max_files: int = Field(500, ge=1, le=1_000_000)  # per region, inbox and labels together
+    max_mb: float = Field(100.0, gt=0, le=1_000_000)  # per region
+    min_distance: int = Field(6, ge=0, le=64)  # dHash bits a new automatic sample must differ by
+    jpeg_quality: int = Field(92, ge=50, le=100)
 
 
 class PreviewConfig(Section):

@@ -50,5 +50,27 @@ class DaemonControl(Protocol):
         """(True, "ok") while results flow; (False, reason) when a camera is lost or a
         loop is stuck."""
 
+    def capture_sample(self, camera: str, region: str, label: Optional[str] = None) -> dict[str, Any]:
+        """Save the region's crop of the newest frame as a training sample (in ``label``'s
+        folder, else the region's inbox): {"sample": id, "bytes": n}. Raises EdgecamError."""
+
+    def list_samples(self, camera: str, region: str) -> dict[str, Any]:
+        """The region's samples: {"samples": [{"id", "label", "bytes"}], "labels", "files", "mb", ...}."""
+
+    def label_samples(self, camera: str, region: str, sample_ids: list[str], label: str) -> int:
+        """Move samples (ids as listed) to ``label`` ("inbox" to unlabel); returns how many."""
+
+    def delete_samples(self, camera: str, region: str, sample_ids: list[str]) -> int: ...
+
+    def sample_jpeg(self, camera: str, region: str, sample_id: str) -> bytes: ...
+
+    def reload_models(self) -> dict[str, Any]:
+        """Reload every model file changed on disk (as SIGHUP does): {"reloaded", "unchanged",
+        "errors"}. A file that fails to load leaves its old model running."""
+
+    def upload_model(self, camera: str, region: str, data: bytes) -> dict[str, Any]:
+        """Deploy an ONNX file for one region without a restart; raises ModelError (the old
+        model keeps running) when it does not load."""
+
     def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
         """One-shot classification of an uploaded image with the default model: (Top-k, ms)."""

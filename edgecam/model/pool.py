@@ -28,6 +28,7 @@ class ModelPool:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._models: dict[str, Classifier] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}  # file (mtime_ns, size) when loaded
         self._lock = threading.Lock()  # loads and swaps (MQTT, HTTP, SIGHUP threads)
 
     def load(self, path: str, where: str) -> Classifier:
@@ -42,6 +43,7 @@ class ModelPool:
             except ModelError as err:
                 raise ModelError(f"{where}: {err}") from None
             self._models[key] = classifier
+            self._stamps[key] = _stamp(key)
             return classifier
 
     def get(self, path: str) -> Classifier:
@@ -53,7 +55,20 @@ class ModelPool:
         with self._lock:
             old = self._models[key]
             self._models[key] = classifier
+            self._stamps[key] = _stamp(key)
         return old
+
+    def adopt(self, path: str, classifier: Classifier) -> None:
+        """Add an already loaded classifier under ``path`` (a model uploaded for one region)."""
+        key = model_key(path)
+        with self._lock:
+            self._models[key] = classifier
+            self._stamps[key] = _stamp(key)
+
+    def changed_on_disk(self, path: str) -> bool:
+        """True when the file is not the one that was loaded (replaced, rewritten, gone)."""
+        key = model_key(path)
+        return _stamp(key) != self._stamps.get(key)
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -62,3 +77,11 @@ class ModelPool:
     def items(self) -> list[tuple[str, Classifier]]:
         with self._lock:
             return list(self._models.items())
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return info.st_mtime_ns, info.st_size

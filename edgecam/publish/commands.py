@@ -8,7 +8,10 @@ Payload: a JSON object ``{"cmd": NAME, "id": optional str|int, ...}`` with NAME
 * ``set``                 change runtime settings, daemon-wide, e.g.
   ``{"cmd": "set", "min_score": 0.3, "policy": "on_change", "max_fps": 5, "smoothing": 3}``,
   or of one region: ``{"cmd": "set", "camera": "garage", "region": "door", "confirm": 5}``;
-* ``status``              republish the retained state.
+* ``status``              republish the retained state;
+* ``reload``              reload every model file that changed on disk (as SIGHUP does);
+* ``capture``             save a region's crop of the newest frame as a training sample:
+  ``{"cmd": "capture", "camera": "garage", "region": "door", "label": "open"}`` (no label: the inbox).
 
 Every command gets one reply on ``<prefix>/cmd/response``:
 ``{"ok": true, "cmd": ..., "id": ..., ...}`` or ``{"ok": false, "error": "..."}``.
@@ -37,10 +40,11 @@ logger = logging.getLogger(__name__)
 REJECT_LOG_INTERVAL_S = 10.0
 
 CommandId = Union[str, int]
-COMMANDS = ("pause", "resume", "snapshot", "set", "status")
+COMMANDS = ("pause", "resume", "snapshot", "set", "status", "capture", "reload")
 # The keys naming what a command acts on, besides its settings.
 TARGETS: dict[str, tuple[str, ...]] = {"pause": ("camera",), "resume": ("camera",), "snapshot": ("camera",),
-                                       "set": ("camera", "region"), "status": ()}
+                                       "set": ("camera", "region"), "status": (),
+                                       "capture": ("camera", "region", "label"), "reload": ()}
 MAX_ID_CHARS = 128
 
 
@@ -124,6 +128,8 @@ def _read_targets(obj: dict[str, Any], cmd: str, cid: Optional[CommandId]) -> di
         targets[key] = value
     if cmd == "set" and len(targets) == 1:
         raise CommandError("'set' takes camera and region together (a region's settings) or neither", cmd, cid)
+    if cmd == "capture" and not {"camera", "region"} <= set(targets):
+        raise CommandError("'capture' needs a camera and a region (and optionally a label)", cmd, cid)
     return targets
 
 
@@ -144,7 +150,8 @@ def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:
     if cmd != "set":
         if rest:
             raise CommandError(f"unexpected key(s) for {cmd!r}: {', '.join(sorted(rest))[:200]}", cmd, cid)
-        return Command(cmd, cid, camera=targets.get("camera"))
+        label = {"label": targets["label"]} if "label" in targets else {}
+        return Command(cmd, cid, label, targets.get("camera"), targets.get("region"))
     region = "region" in targets
     if not rest:
         names = REGION_SETTINGS if region else SETTINGS
@@ -180,6 +187,15 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
             reply["paused"] = bool(control.state()["cameras"][command.camera]["paused"])
     elif command.cmd == "set":
         reply["settings"] = control.apply_settings(dict(command.settings), command.camera, command.region)
+    elif command.cmd == "reload":
+        outcome_reply = control.reload_models()
+        reply.update(outcome_reply)
+        if outcome_reply["errors"]:
+            reply["ok"] = False
+            reply["error"] = "; ".join(f"{name}: {error}" for name, error in outcome_reply["errors"].items())
+    elif command.cmd == "capture":
+        assert command.camera is not None and command.region is not None
+        reply.update(control.capture_sample(command.camera, command.region, command.settings.get("label")))
     elif command.cmd == "snapshot":
         jpeg = control.snapshot_jpeg(command.camera)
         if jpeg is None:

@@ -365,9 +365,19 @@ class MqttSink(Sink):
             except Exception:  # keep the worker alive whatever a handler does
                 logger.exception("MQTT worker: unexpected error handling %s", event and event[0])
 
+    def refresh(self) -> None:
+        """Publish discovery and state again (the models changed: new labels, new names)."""
+        self._post(("refresh",))
+
     def _dispatch(self, event: tuple[Any, ...]) -> None:
         if event[0] == "connected":
             self._on_session_up()
+        elif event[0] == "refresh":
+            state = self._current_state()
+            if state is not None and self._connected:
+                self._send(self._topics.state, _json(state), 1, True)
+            if self._cfg.discovery.enabled:
+                self._publish_discovery()
         elif event[0] == "retained":
             logger.warning("MQTT: ignoring a retained command on %s (%d bytes): commands must not be "
                            "published with the retain flag; clear it with an empty retained message",

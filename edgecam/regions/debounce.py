@@ -44,6 +44,10 @@ class Debouncer:
         self._candidate: Optional[str] = None
         self._streak = 0
 
+    def reset(self) -> None:
+        """Forget the state (a new model): the next confirmed label is a change again."""
+        self.state, self._candidate, self._streak = None, None, 0
+
     def retune(self, confirm: int, min_score: float) -> None:
         self.confirm, self.min_score = confirm, min_score
 

@@ -44,6 +44,7 @@ class Region:
         self.processed = 0
         self.skipped = 0
         self.changes = 0
+        self._model_identity: Optional[int] = None  # the classifier object last used
 
     @property
     def key(self) -> tuple[str, str]:
@@ -68,6 +69,15 @@ class Region:
             return frame
         x1, y1, x2, y2 = pixel_box(self.cfg.box, frame.shape[1], frame.shape[0])
         return frame[y1:y2, x1:x2]
+
+    def use_model(self, classifier: object) -> None:
+        """Called before each classification: a new model (reloaded or uploaded) may have
+        other labels, so smoothing and the debounced state start afresh with it."""
+        identity = id(classifier)
+        if self._model_identity is not None and identity != self._model_identity:
+            self._history.clear()
+            self.debouncer.reset()
+        self._model_identity = identity
 
     def smooth(self, probabilities: np.ndarray, window: int) -> np.ndarray:
         """The mean of the last ``window`` probability vectors (1 = as is)."""

@@ -94,8 +94,12 @@ def _install_signal_handlers(daemon: Any) -> None:
         log.info("received %s", signal.Signals(signum).name)
         daemon.stop()
 
+    def _reload(signum: int, _frame: Any) -> None:
+        daemon.request_reload()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)  # systemctl reload edgecam (ExecReload=)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgecam import __version__
 from edgecam.control.settings import current_settings, validate_region_update, validate_update
+from edgecam.dataset.store import INBOX, DatasetError
 from edgecam.errors import ConfigError
 from edgecam.model.types import Label
 from edgecam.publish.policy import make_policy
@@ -141,6 +142,7 @@ class ControlMixin:
             "model": {"name": info.name, "arch": info.arch, "precision": info.precision,
                       "input_size": info.input_size, "trained": info.trained},
             "settings": current_settings(self.config.publish, self.config.inference),
+            "model_errors": dict(self.deployer.errors),
             "cameras": {name: {**self._source_state(camera), "paused": camera.paused,
                                "regions": {r.name: self._region_state(r) for r in self.regions[name]}}
                         for name, camera in self.cameras.items()},
@@ -165,6 +167,53 @@ class ControlMixin:
 
     def health(self: "Daemon") -> tuple[bool, str]:
         return self.health_check.health()
+
+    # -- training samples ---------------------------------------------------------------
+    def capture_sample(self: "Daemon", camera: str, region: str, label: Optional[str] = None) -> dict[str, Any]:
+        """Save the region's crop of the camera's newest frame (to ``label``, else the inbox)."""
+        target = self._region(camera, region)
+        latest = self.cameras[camera].ring.latest_copy()
+        if latest is None:
+            raise DatasetError(f"camera {camera} has no frame yet")
+        sample = self.collector.capture(camera, region, target.crop(latest[1]), label)
+        return {"sample": sample.id, "bytes": sample.size}
+
+    def list_samples(self: "Daemon", camera: str, region: str) -> dict[str, Any]:
+        self._region(camera, region)
+        store = self.collector.store(camera, region)
+        samples = store.samples()
+        labels = sorted({s.label for s in samples} - {INBOX})
+        return {"camera": camera, "region": region, "labels": labels, "model_labels": self._model_labels(camera, region),
+                "samples": [{"id": s.id, "label": s.label, "bytes": s.size} for s in samples],
+                "files": len(samples), "mb": round(sum(s.size for s in samples) / 2**20, 2),
+                "max_files": store.max_files, "max_mb": round(store.max_bytes / 2**20, 2)}
+
+    def _model_labels(self: "Daemon", camera: str, region: str) -> list[str]:
+        labels = self.pool.get(self._region(camera, region).model_path).info.labels
+        return list(labels) if len(labels) <= 50 else []
+
+    def label_samples(self: "Daemon", camera: str, region: str, sample_ids: list[str], label: str) -> int:
+        self._region(camera, region)
+        moved = self.collector.store(camera, region).move(sample_ids, label)
+        log.info("collect: %d sample(s) of %s/%s labelled %s", moved, camera, region, label)
+        return moved
+
+    def delete_samples(self: "Daemon", camera: str, region: str, sample_ids: list[str]) -> int:
+        self._region(camera, region)
+        deleted = self.collector.store(camera, region).delete(sample_ids)
+        log.info("collect: %d sample(s) of %s/%s deleted", deleted, camera, region)
+        return deleted
+
+    def sample_jpeg(self: "Daemon", camera: str, region: str, sample_id: str) -> bytes:
+        self._region(camera, region)
+        return self.collector.store(camera, region).path_of(sample_id).read_bytes()
+
+    # -- models -------------------------------------------------------------------------
+    def reload_models(self: "Daemon") -> dict[str, Any]:
+        return self.deployer.reload_changed()
+
+    def upload_model(self: "Daemon", camera: str, region: str, data: bytes) -> dict[str, Any]:
+        return self.deployer.upload(camera, region, data)
 
     def classify_image(self: "Daemon", bgr: np.ndarray) -> tuple[list[Label], float]:
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from edgecam import __version__
 from edgecam.config import Config
+from edgecam.dataset.collector import Collector
 from edgecam.model.pool import ModelPool
 from edgecam.preview.hub import PreviewHub
 from edgecam.publish.policy import make_policy
@@ -28,6 +29,7 @@ from edgecam.publish.stdout import StdoutSink
 from edgecam.regions.region import Region, resolve
 from edgecam.result import Result
 from edgecam.service.control import ControlMixin
+from edgecam.service.deploy import Deployer
 from edgecam.service.health import Health
 from edgecam.service.inference import FrameResults, InferenceSettings, InferenceThread
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
@@ -60,6 +62,7 @@ class Daemon(ControlMixin):
         self.cameras: dict[str, Camera] = {}
         self.regions: dict[str, list[Region]] = {}
         self._build_cameras(source)
+        self.regions_by_name = {camera: {r.name: r for r in regions} for camera, regions in self.regions.items()}
         self.classifier = self._default_classifier()
         self._warn_if_untrained()
         self.hubs = {name: PreviewHub(config.preview.http.max_fps,
@@ -69,6 +72,7 @@ class Daemon(ControlMixin):
         self.inference_latency = LatencyWindow()
         self.region_latency = {region.key: LatencyWindow(200) for regions in self.regions.values()
                                for region in regions}
+        self.collector = Collector(config.collect, [r for rs in self.regions.values() for r in rs], self.stop_event)
         self.inference = InferenceThread(list(self.cameras.values()), self.regions, self.pool,
                                          inference_settings(config), self._on_frame, self.stop_event,
                                          config.device_id, self.wake)
@@ -78,6 +82,8 @@ class Daemon(ControlMixin):
                                          self.stop_event, on_published=self._on_published)
         self.stats_collector = StatsCollector(self.counters, self.latency, self.inference_latency)
         self.health_check = Health(self)
+        self.deployer = Deployer(self)
+        self._reload = threading.Event()  # SIGHUP: reload changed model files (on the main thread)
         self._extras: list[Any] = []  # preview window / HTTP server, started before the core
         self._ready = threading.Event()
         self._settings_lock = threading.Lock()  # serialises apply_settings callers (MQTT, HTTP)
@@ -161,6 +167,7 @@ class Daemon(ControlMixin):
             raise
         self.publisher.start()
         self.publisher.submit_state(self.state())
+        self.collector.start()
         self.inference.start()
         for camera in self.cameras.values():
             camera.start()
@@ -182,6 +189,10 @@ class Daemon(ControlMixin):
     def stop(self) -> None:
         self.stop_event.set()
 
+    def request_reload(self) -> None:
+        """From the SIGHUP handler: the main loop reloads, the handler only flags."""
+        self._reload.set()
+
     def _wait_loop(self) -> None:
         started = time.monotonic()
         next_stats = started + self.config.stats.interval_s
@@ -193,6 +204,9 @@ class Daemon(ControlMixin):
             if self._sources_finished():
                 log.info("source ended, stopping")
                 break
+            if self._reload.is_set():
+                self._reload.clear()
+                log.info("SIGHUP: reloading changed model files: %s", self.deployer.reload_changed())
             if self.health_check.liveness(self.health_check.watchdog_stall_s())[0]:
                 self.watchdog.ping()
             if now >= next_stats:
@@ -218,6 +232,7 @@ class Daemon(ControlMixin):
         for camera in self.cameras.values():
             camera.stop()
         self.inference.stop()
+        self.collector.stop()
         self.publisher.stop()
         log.info("stopped: %s", format_stats_line(self.stats_collector.snapshot()))
 
@@ -229,6 +244,8 @@ class Daemon(ControlMixin):
         """Called on the inference thread while the frame is still held."""
         states = {region.name: state.label for region, state in frame.changes}
         self.hubs[frame.camera.name].offer(frame.image, frame.results, states)
+        if self.config.collect.enabled:
+            self.collector.offer(frame.image, self.regions_by_name[frame.camera.name], frame.results, frame.changes)
         for result in frame.results:
             self.inference_latency.add(result.inference_ms)
             self.publisher.submit(result)

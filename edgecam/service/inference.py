@@ -215,6 +215,8 @@ class InferenceThread:
         for path, items in by_model.items():
             classifier = self.pool.get(path)
             groups = [items] if self.settings.batch else [[item] for item in items]
+            for _, region, _ in items:
+                region.use_model(classifier)
             for group in groups:
                 start = time.monotonic()
                 probabilities = classifier.probabilities_batch([crop for _, _, crop in group])

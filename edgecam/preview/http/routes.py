@@ -22,7 +22,7 @@ import numpy as np
 from edgecam.errors import EdgecamError
 from edgecam.model.types import Label
 from edgecam.preview import metrics
-from edgecam.preview.http import imageinfo
+from edgecam.preview.http import imageinfo, train_routes
 from edgecam.preview.http.errors import HttpError
 from edgecam.preview.http.upload import multipart_file, read_body, upload_kind
 
@@ -145,4 +145,10 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/api/latest": {"GET": Route(api_latest)},
     "/health": {"GET": Route(health, public=True)},
     "/metrics": {"GET": Route(prometheus)},
+    "/label": {"GET": Route(train_routes.page_label)},
+    "/api/samples": {"GET": Route(train_routes.api_samples), "POST": Route(train_routes.api_change_samples)},
+    "/api/sample.jpg": {"GET": Route(train_routes.api_sample_jpg)},
+    "/api/capture": {"POST": Route(train_routes.api_capture)},
+    "/api/reload": {"POST": Route(train_routes.api_reload)},
+    "/api/model": {"POST": Route(train_routes.api_model)},
 }

@@ -1,0 +1,222 @@
+"""One region's samples on disk: ``DATASET/<camera>/<region>/<label>/*.jpg`` and ``inbox/``.
+
+Plain folders (an ImageFolder), so a file manager works as well as the label
+page, and ``edgecam train DATASET/<camera>/<region>`` reads them as they are.
+
+The store keeps the region within ``max_files`` and ``max_mb``. Automatic
+samples go to ``inbox/`` only when they are new enough: a 64-bit difference
+hash (dHash, ~0.05 ms on a crop) is compared with every sample the region
+already has, and a crop within ``min_distance`` bits of one is not kept. At
+the cap, the inbox sample with the closest neighbour makes room (labelled
+samples are the user's and are never evicted). Files are written to a
+temporary name and renamed, so a crash never leaves half a JPEG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from edgecam.errors import EdgecamError
+
+log = logging.getLogger(__name__)
+
+INBOX = "inbox"
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\.jpg$")
+
+
+class DatasetError(EdgecamError):
+    """A sample could not be saved, moved or found (full disk, bad name, cap reached...).
+    ``reason`` is what repeats the same way for every region (e.g. "Read-only file system")."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def check_label(label: str) -> str:
+    if label == INBOX or not LABEL_PATTERN.match(label):
+        raise DatasetError(f"label {label[:64]!r} must be 1-64 letters, digits, '_' or '-' (and not {INBOX!r})")
+    return label
+
+
+def dhash(image: np.ndarray) -> int:
+    """64-bit difference hash: sign of horizontal gradients on a 9x8 grey thumbnail."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def distance(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: str  # "inbox" for unlabelled
+    name: str  # file name
+    size: int  # bytes
+
+    @property
+    def id(self) -> str:
+        return f"{self.label}/{self.name}"
+
+
+class RegionStore:
+    """The samples of one region. Thread-safe: the collector thread writes, the web
+    page and MQTT commands list, move and delete."""
+
+    def __init__(self, root: Path, max_files: int, max_mb: float, min_distance: int, jpeg_quality: int = 90) -> None:
+        self.root = root
+        self.max_files = max_files
+        self.max_bytes = int(max_mb * 2**20)
+        self.min_distance = min_distance
+        self.jpeg_quality = jpeg_quality
+        self._lock = threading.Lock()
+        self._hashes: Optional[dict[str, int]] = None  # sample id -> dHash, loaded on first use
+        self._seq = 0
+
+    # -- reading ------------------------------------------------------------------------
+    def samples(self) -> list[Sample]:
+        found = []
+        if not self.root.is_dir():
+            return found
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if folder.name != INBOX and not LABEL_PATTERN.match(folder.name):
+                continue
+            for file in sorted(folder.glob("*.jpg")):
+                if SAMPLE_PATTERN.match(file.name):
+                    found.append(Sample(folder.name, file.name, file.stat().st_size))
+        return found
+
+    def path_of(self, sample_id: str) -> Path:
+        label, _, name = sample_id.partition("/")
+        if not ((label == INBOX or LABEL_PATTERN.match(label)) and SAMPLE_PATTERN.match(name)):
+            raise DatasetError(f"no such sample {sample_id[:100]!r}")
+        path = self.root / label / name
+        if not path.is_file():
+            raise DatasetError(f"no such sample {sample_id[:100]!r}")
+        return path
+
+    def usage(self) -> tuple[int, int]:
+        samples = self.samples()
+        return len(samples), sum(s.size for s in samples)
+
+    # -- writing ------------------------------------------------------------------------
+    def add(self, crop: np.ndarray, reason: str, label: Optional[str] = None, force: bool = False) -> Optional[Sample]:
+        """Save ``crop`` (to ``label`` or the inbox). Returns the sample, or None when it is
+        not new enough (automatic samples only; ``force`` skips the novelty test).
+        Raises DatasetError when the cap cannot be kept or the disk refuses."""
+        folder = INBOX if label is None else check_label(label)
+        ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality])
+        if not ok:
+            raise DatasetError("could not encode the sample as JPEG")
+        data = buf.tobytes()
+        code = dhash(crop)
+        with self._lock:
+            hashes = self._load_hashes()
+            nearest = min((distance(code, h) for h in hashes.values()), default=64)
+            if not force and nearest < self.min_distance:
+                return None
+            if not self._make_room(len(data), nearest, force):
+                return None
+            sample = self._write(folder, reason, data)
+            hashes[sample.id] = code
+        return sample
+
+    def move(self, sample_ids: list[str], label: str) -> int:
+        """Label (or re-label) samples; ``label`` may be "inbox". Returns how many moved."""
+        target = INBOX if label == INBOX else check_label(label)
+        moved = 0
+        with self._lock:
+            hashes = self._load_hashes()
+            for sample_id in sample_ids:
+                source = self.path_of(sample_id)
+                (self.root / target).mkdir(parents=True, exist_ok=True)
+                os.replace(source, self.root / target / source.name)
+                hashes[f"{target}/{source.name}"] = hashes.pop(sample_id, 0)
+                moved += 1
+        return moved
+
+    def delete(self, sample_ids: list[str]) -> int:
+        with self._lock:
+            hashes = self._load_hashes()
+            for sample_id in sample_ids:
+                self.path_of(sample_id).unlink()
+                hashes.pop(sample_id, None)
+        return len(sample_ids)
+
+    # -- internals (lock held) -------------------------------------------------------------
+    def _load_hashes(self) -> dict[str, int]:
+        if self._hashes is None:
+            self._hashes = {}
+            for sample in self.samples():
+                image = cv2.imread(str(self.root / sample.label / sample.name), cv2.IMREAD_REDUCED_GRAYSCALE_4)
+                if image is not None:
+                    self._hashes[sample.id] = dhash(image)
+        return self._hashes
+
+    def _make_room(self, incoming: int, novelty: int, force: bool) -> bool:
+        """Evict the least new inbox samples until ``incoming`` bytes fit. False when an
+        automatic sample is not newer than what it would evict (it is not kept)."""
+        samples = self.samples()
+        count, size = len(samples), sum(s.size for s in samples)
+        inbox = [s for s in samples if s.label == INBOX]
+        while count + 1 > self.max_files or size + incoming > self.max_bytes:
+            victim = self._least_novel(inbox)
+            if victim is None:
+                raise DatasetError(f"the region's dataset is full ({count} files, {size / 2**20:.2f} MB; "
+                                   f"collect.max_files {self.max_files}, collect.max_mb "
+                                   f"{self.max_bytes / 2**20:g}) and its inbox is empty")
+            if not force and victim[1] >= novelty:
+                return False
+            sample = victim[0]
+            (self.root / sample.label / sample.name).unlink(missing_ok=True)
+            assert self._hashes is not None
+            self._hashes.pop(sample.id, None)
+            inbox.remove(sample)
+            count, size = count - 1, size - sample.size
+        return True
+
+    def _least_novel(self, inbox: list[Sample]) -> Optional[tuple[Sample, int]]:
+        """The inbox sample whose nearest other sample is closest (most redundant)."""
+        assert self._hashes is not None
+        best: Optional[tuple[Sample, int]] = None
+        for sample in inbox:
+            code = self._hashes.get(sample.id)
+            if code is None:
+                return sample, -1  # unreadable: goes first
+            nearest = min((distance(code, h) for key, h in self._hashes.items() if key != sample.id), default=64)
+            if best is None or nearest < best[1]:
+                best = (sample, nearest)
+        return best
+
+    def _write(self, folder: str, reason: str, data: bytes) -> Sample:
+        directory = self.root / folder
+        self._seq += 1
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{stamp}-{int(time.time() * 1000) % 1000:03d}_{reason}_{self._seq}.jpg"
+        temporary = directory / f".{name}.tmp"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, directory / name)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            why = err.strerror or str(err)
+            raise DatasetError(f"cannot write samples to {directory}: {why}", why) from None
+        return Sample(folder, name, len(data))

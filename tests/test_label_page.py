@@ -1,0 +1,120 @@
+"""Labelling collected samples in the web preview, on the real daemon: the JSON API (list,
+capture, label in bulk, delete, bad names) and the /label page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from edgecam.config import parse_config
+from edgecam.service.daemon import Daemon
+from edgecam.sources.memory import MemorySource
+from tests.chromium_cdp import Chromium
+from tests.fixtures_mqtt import wait_until
+from tests.media import moving_frames
+from tests.test_preview_page import _CDP_FLAGS, _chromium
+
+
+class Live:
+    def __init__(self, daemon: Daemon, dataset: Path) -> None:
+        self.daemon = daemon
+        self.dataset = dataset
+        port = next(extra.port for extra in daemon._extras if getattr(extra, "port", None))
+        self.url = f"http://127.0.0.1:{port}"
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             content_type: str = "application/json") -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": content_type} if data else {})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def live(resnet_int8: Path, tmp_path: Path) -> Iterator[Live]:
+    config = parse_config({
+        "device_id": "label", "mqtt": {"enabled": False}, "model": {"path": str(resnet_int8), "threads": 1},
+        "collect": {"enabled": True, "dir": str(tmp_path / "data"), "low_score": 1.0, "min_interval_s": 0.2,
+                    "min_distance": 0, "max_files": 8},
+        "preview": {"http": {"enabled": True, "port": 0}},
+        "cameras": {"gate": {"uri": "memory", "regions": {"latch": {"box": [0.2, 0.2, 0.8, 0.8]}}}}})
+    daemon = Daemon(config, stdout_results=False, source=MemorySource(moving_frames(40), fps=20))
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    wait_until(lambda: any(getattr(e, "port", None) for e in daemon._extras), 30, "the web preview")
+    live = Live(daemon, tmp_path / "data" / "gate" / "latch")
+    wait_until(lambda: len(list((live.dataset / "inbox").glob("*.jpg"))) >= 4, 30, "four samples")
+    daemon.config = daemon.config.model_copy(update={"collect": daemon.config.collect.model_copy(
+        update={"enabled": False})})  # hold the inbox still for the assertions
+    yield live
+    daemon.stop()
+    runner.join(timeout=10)
+
+
+def test_the_sample_api_lists_labels_in_bulk_deletes_and_captures(live: Live) -> None:
+    status, listing = live.call("GET", "/api/samples?camera=gate&region=latch")
+    inbox = [s["id"] for s in listing["samples"] if s["label"] == "inbox"]
+    assert status == 200 and len(inbox) >= 4 and listing["max_files"] == 8
+    status, reply = live.call("POST", "/api/samples", {"camera": "gate", "region": "latch", "ids": inbox[:3],
+                                                      "label": "closed"})
+    assert status == 200 and reply == {"labelled": 3}
+    assert len(list((live.dataset / "closed").glob("*.jpg"))) == 3
+    status, reply = live.call("POST", "/api/samples", {"camera": "gate", "region": "latch", "ids": [inbox[3]],
+                                                      "delete": True})
+    assert status == 200 and reply == {"deleted": 1}
+    status, reply = live.call("POST", "/api/capture", {"camera": "gate", "region": "latch", "label": "open"})
+    assert status == 200 and reply["sample"].startswith("open/"), reply
+    status, jpeg_listing = live.call("GET", "/api/samples?camera=gate&region=latch")
+    assert sorted(jpeg_listing["labels"]) == ["closed", "open"]
+    with urllib.request.urlopen(f"{live.url}/api/sample.jpg?camera=gate&region=latch&id={reply['sample']}") as r:
+        assert r.read()[:2] == b"\xff\xd8"
+
+    for method, path, body, expected, message in [
+        ("POST", "/api/samples", {"camera": "gate", "region": "latch", "ids": ["../../etc/passwd"],
+                                  "label": "x"}, 400, "no such sample"),
+        ("POST", "/api/samples", {"camera": "gate", "region": "latch", "ids": [inbox[4]] if len(inbox) > 4 else
+                                  ["inbox/x.jpg"], "label": "../up"}, 400, "label"),
+        ("POST", "/api/capture", {"camera": "attic", "region": "latch"}, 404, "no camera named 'attic'"),
+        ("GET", "/api/samples?camera=gate&region=roof", None, 404, "no region named 'roof'"),
+        ("GET", "/api/samples?camera=gate", None, 400, "missing ?region="),
+    ]:
+        status, reply = live.call(method, path, body)
+        assert status == expected and message in reply["error"], (path, status, reply)
+    status, reply = live.call("POST", "/api/capture", {"camera": "gate", "region": "latch"}, "text/plain")
+    assert status == 415  # a cross-site form or text/plain POST cannot drive the API
+
+
+def test_the_label_page_selects_many_and_labels_them_in_chromium(live: Live, tmp_path: Path) -> None:
+    browser = Chromium(_chromium(), _CDP_FLAGS, tmp_path / "profile")
+    try:
+        session = browser.open(live.url + "/label")
+        done = browser.evaluate(session, """(async () => {
+            const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+            for (let i = 0; i < 100 && document.querySelectorAll('.grid[data-label="inbox"] img').length < 4; i++)
+                await wait(50);
+            const thumbs = [...document.querySelectorAll('.grid[data-label="inbox"] img')];
+            thumbs[0].click(); thumbs[1].click();
+            document.getElementById("label").value = "open";
+            document.getElementById("apply").click();
+            for (let i = 0; i < 100 && !document.querySelector('.grid[data-label="open"]'); i++) await wait(50);
+            return {status: document.getElementById("status").textContent,
+                    open: document.querySelectorAll('.grid[data-label="open"] img').length,
+                    usage: document.getElementById("usage").textContent};
+        })()""")
+    finally:
+        browser.close()
+    assert done["status"] == "2 labelled" and done["open"] == 2, done
+    assert done["usage"].endswith("MB") and "/8 files" in done["usage"]
+    assert len(list((live.dataset / "open").glob("*.jpg"))) == 2
+    time.sleep(0.1)
