@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = shifted - shifted.max()
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum()
+    return shifted
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of an (N, C) logit array, as float32 (N, C)."""
+    if logits.ndim != 2:
+        raise ValueError(f"expected (N, C) logits, got shape {logits.shape}")
+    if logits.shape[0] == 0:
+        return logits.astype(np.float32)
+    shifted = logits.astype(np.float32)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
 
 
@@ -108,7 +122,10 @@ class Classifier:
                 f"{self.path.name}: input {node.name!r} has rank {len(shape)} {shape}, "
                 f"expected rank 4 {list(want)}"
             )
-        batch_ok = shape[0] == 1 or shape[0] is None or isinstance(shape[0], str)
+        # A symbolic first dimension (exports since build recipe 3) takes any batch size;
+        # older files were exported with a fixed batch of 1 and still load.
+        self._batch_capable = shape[0] is None or isinstance(shape[0], str)
+        batch_ok = shape[0] == 1 or self._batch_capable
         if list(shape[1:]) != list(want[1:]) or not batch_ok:
             raise ModelError(
                 f"{self.path.name}: input {node.name!r} has shape {shape}, but its metadata "
@@ -135,13 +152,45 @@ class Classifier:
         except Exception as err:
             raise ModelError(f"{self.path.name}: inference failed ({err})") from None
 
+    @property
+    def batch_capable(self) -> bool:
+        """True when the model takes any batch size in one run (a dynamic batch axis)."""
+        return self._batch_capable
+
     def logits(self, bgr: np.ndarray) -> np.ndarray:
         """Raw model output (float32 vector of num_classes) for one BGR frame."""
         return self._run(self._pre(bgr)).reshape(-1)
 
+    def logits_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw outputs, (N, num_classes) float32, for N BGR images of any sizes.
+
+        Each image is preprocessed on its own (its own resize and centre crop); the
+        tensors then go through the model in one run when it is batch-capable, else
+        one run per image (fixed batch-1 files). Row i equals ``logits(images[i])``
+        to float tolerance.
+        """
+        if len(images) == 0:
+            return np.zeros((0, self.info.num_classes), np.float32)
+        tensors = [self._pre(image) for image in images]
+        if self._batch_capable and len(tensors) > 1:
+            return self.run_batch(np.concatenate(tensors))
+        return np.stack([self._run(tensor).reshape(-1) for tensor in tensors])
+
+    def probabilities_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Softmax probabilities, (N, num_classes) float32, for N BGR images."""
+        return softmax_rows(self.logits_batch(images))
+
     def run_tensor(self, tensor: np.ndarray) -> np.ndarray:
         """Raw output for an already preprocessed input tensor (tests, benchmarks)."""
         return self._run(tensor).reshape(-1)
+
+    def run_batch(self, tensor: np.ndarray) -> np.ndarray:
+        """(N, num_classes) outputs for an (N, ...) preprocessed tensor; N > 1 needs batch_capable."""
+        if tensor.shape[0] != 1 and not self._batch_capable:
+            raise ModelError(f"{self.path.name}: this model takes a batch of 1 (exported before "
+                             f"dynamic batches); got {tensor.shape[0]}")
+        out = self._run(tensor)
+        return out.reshape(tensor.shape[0], -1)
 
     def probabilities(self, bgr: np.ndarray) -> np.ndarray:
         """Softmax probabilities (float32, num_classes) for a BGR uint8 HxWx3 frame."""

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+BATCH_AXIS = "batch"  # symbolic name of the dynamic first dimension
 
 
 def wrap_for_layout(model: TorchModel, layout: str) -> Any:
@@ -54,13 +55,20 @@ def example_input(size: int, layout: str) -> Any:
 
 
 def export_onnx(model: TorchModel, size: int, layout: str, out: Path) -> None:
-    """Write the FP32 ONNX (opset 17, batch 1, every weight inside the one file)."""
-    import torch
-
+    """Write the FP32 ONNX (opset 17, dynamic batch, every weight inside the one file)."""
     module = wrap_for_layout(model, layout)
     # EfficientNet-Lite uses ReLU6 (no custom Swish autograd function): exports as is.
     # Do NOT call its set_swish(): that would replace ReLU6 with Swish.
     log.info("exporting %s (%dx%d, %s) to ONNX", model.arch, size, size, layout)
+    export_module(module, example_input(size, layout), out, [OUTPUT_NAME], model.arch)
+
+
+def export_module(module: Any, example: Any, out: Path, outputs: list[str], what: str) -> None:
+    """torch.onnx.export with edgecam's settings: one input, a dynamic batch axis on
+    the input and every output (the daemon batches regions due together)."""
+    import torch
+
+    axes = {name: {0: BATCH_AXIS} for name in [INPUT_NAME, *outputs]}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -68,17 +76,18 @@ def export_onnx(model: TorchModel, size: int, layout: str, out: Path) -> None:
             # at opset 17; the dynamo exporter targets 18 and splits out weights.
             torch.onnx.export(
                 module,
-                (example_input(size, layout),),
+                (example,),
                 str(out),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
+                dynamic_axes=axes,
                 opset_version=OPSET,
                 dynamo=False,
                 external_data=False,
                 do_constant_folding=True,
             )
     except Exception as err:
-        raise ModelBuildError(f"ONNX export of {model.arch} failed: {err}") from None
+        raise ModelBuildError(f"ONNX export of {what} failed: {err}") from None
     check_single_file(out)
 
 
