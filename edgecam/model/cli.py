@@ -64,6 +64,9 @@ def _register_build(model_sub: argparse._SubParsersAction) -> None:
     build.add_argument("--activations", default="uint8", choices=("uint8", "int8"),
                        help="INT8 activation type (default uint8: fastest on x86 onnxruntime)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--trust-pickle", action="store_true",
+                       help="allow a --weights file that is a pickled model, not a plain state_dict: "
+                       "unpickling runs any code the file holds, so only for files you trust")
     build.set_defaults(func=run_build)
 
 
@@ -92,7 +95,8 @@ def run_build(args: argparse.Namespace) -> int:
         path = ensure_default_model(**common)
         print(f"model: {path}")
         return 0
-    report = build_model(BuildOptions(arch=args.arch, weights=args.weights, labels=args.labels, **common))
+    report = build_model(BuildOptions(arch=args.arch, weights=args.weights, labels=args.labels,
+                                      trust_pickle=args.trust_pickle, **common))
     print(report.format())
     return 0
 
