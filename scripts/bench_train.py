@@ -62,7 +62,7 @@ def run(data: Path, args: argparse.Namespace, finetune: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="--threads for edgecam train (default 2)")
     parser.add_argument("--arch", default="efficientnet_lite0", choices=("efficientnet_lite0", "resnet18"))
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--per-class", type=int, default=100)

@@ -40,7 +40,7 @@ def scene_run(tmp_path_factory):
     cv2.imwrite(str(root / "inbox" / "unlabelled.jpg"), scene_sample(True, np.random.default_rng(9)))
     options = TrainOptions(
         dataset=str(root), out_dir=str(root.parent / "models"), size=128, val_fraction=0.4,
-        finetune=True, finetune_epochs=1, threads=2, device="cpu",
+        finetune=True, finetune_epochs=1, threads=1, device="cpu",
     )
     return options, train_model(options)
 
@@ -50,7 +50,7 @@ def lfw_run(tmp_path_factory):
     """skimage's lfw_subset: 100 faces, 100 non-faces, 25x25 grey; head only."""
     root = lfw_dataset(tmp_path_factory.mktemp("train") / "faces")
     options = TrainOptions(dataset=str(root), out_dir=str(root.parent / "models"), size=96,
-                           views=2, threads=2, device="cpu")
+                           views=2, threads=1, device="cpu")
     return options, train_model(options)
 
 

@@ -1,5 +1,9 @@
 """`edgecam train` pieces on values: dataset scanning and split, metrics, warnings, verdict,
-augmentation, the backbone split and its two engines, the confusion PNG, progress lines."""
+augmentation, the backbone split and its two engines, the confusion PNG, progress lines.
+
+ResNet-18's ImageNet weights need torchvision's download (offline here), so its split is
+checked with seeded random weights; `edgecam train --arch resnet18` offline must fail
+with the path to put the weights at."""
 
 from __future__ import annotations
 
@@ -166,30 +170,41 @@ def test_random_views_jitter_but_never_mirror_with_no_flip():
 # ---- network split and engines --------------------------------------------------------------
 
 
-def test_split_network_and_both_engines_compute_the_same(real_photos):
+@pytest.mark.parametrize("arch, weights, dim", [("efficientnet_lite0", "imagenet", 1280),
+                                                ("resnet18", "random", 512)])
+def test_split_network_and_both_engines_compute_the_same(arch, weights, dim, real_photos):
     import torch
 
-    from edgecam.model.build.train.network import build_network, make_engine, pick_device
+    from edgecam.model.build.train.network import build_network, make_engine
     from edgecam.model.build.train.pipeline import feature_info
     from edgecam.model.preprocess import Preprocessor
 
-    torch.set_num_threads(2)
-    net = build_network("efficientnet_lite0", 96, 3, seed=0)
-    pre = Preprocessor(feature_info("efficientnet_lite0", 96, ("a", "b", "c"), net.mean, net.std))
-    batch = np.concatenate([pre(image) for _, image in real_photos[:4]])
+    torch.set_num_threads(1)
+    net = build_network(arch, 96, 3, seed=0, weights=weights)
+    assert net.feature_dim == dim and net.head.out_features == 3
+    assert not any(p.requires_grad for p in net.module.parameters())  # frozen until trained
+    pre = Preprocessor(feature_info(arch, 96, ("a", "b", "c"), net.mean, net.std))
+    batch = np.concatenate([pre(image) for _, image in real_photos[:2]])
     with torch.no_grad():
         whole = net.module(torch.from_numpy(batch)).numpy()
         split = net.head(net.tail(net.trunk(torch.from_numpy(batch)))).numpy()
     assert np.abs(whole - split).max() < 1e-5
     with tempfile.TemporaryDirectory() as tmp:
-        ort_engine = make_engine("auto", net, True, "cpu", 2, Path(tmp))
+        ort_engine = make_engine("auto", net, True, "cpu", 1, Path(tmp))
         assert ort_engine.name == "onnxruntime"
         pooled_ort, trunk_ort = ort_engine(batch)
-    pooled_t, trunk_t = make_engine("torch", net, True, "cpu", 2, Path("."))(batch)
-    assert pooled_ort.shape == (4, 1280) and trunk_ort.shape[0] == 4
+    pooled_t, trunk_t = make_engine("torch", net, True, "cpu", 1, Path("."))(batch)
+    assert pooled_ort.shape == (2, dim) and trunk_ort.shape[0] == 2
     print(f"onnxruntime vs torch: pooled {np.abs(pooled_ort - pooled_t).max():.2e}, "
           f"trunk {np.abs(trunk_ort - trunk_t).max():.2e}")
     assert np.abs(pooled_ort - pooled_t).max() < 1e-3 and np.abs(trunk_ort - trunk_t).max() < 1e-3
+
+
+def test_device_choice():
+    import torch
+
+    from edgecam.model.build.train.network import pick_device
+
     if torch.cuda.is_available():
         assert pick_device("auto") == "cuda"
     else:
@@ -219,3 +234,18 @@ def test_progress_lines_without_a_terminal():
             bar.update(1, note="ok")
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1].strip().startswith("features [" + "#" * 24 + "] 8/8")
+
+
+def test_resnet18_offline_names_the_weights_path(tmp_path):
+    from tests.test_model_cli import OFFLINE
+    from tests.test_model_errors import run_cli
+
+    data = _folder(tmp_path / "d", {"a": 2, "b": 2})
+    home = tmp_path / "torch-home"
+    result = run_cli("train", str(data), "--arch", "resnet18", "--out", str(tmp_path / "out"),
+                     env={"TORCH_HOME": str(home), **OFFLINE})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgecam: error: ResNet-18 ImageNet weights are not available")
+    assert str(home / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in last
+    assert not list((tmp_path / "out").glob("*.onnx"))

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="auto (default): a CUDA GPU when torch sees one, else the CPU")
     train.add_argument("--engine", default=_DEFAULTS.engine, choices=("auto", "onnxruntime", "torch"),
                        help="what runs the frozen backbone (default: onnxruntime on CPU, torch on GPU)")
-    train.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="CPU threads (default: all)")
+    train.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="CPU threads (default: half the CPUs; on a busy machine fewer is faster)")
     train.add_argument("--views", type=int, default=_DEFAULTS.views,
                        help=f"views per training image: itself + random ones (default {_DEFAULTS.views})")
     train.add_argument("--epochs", dest="head_epochs", type=int, default=_DEFAULTS.head_epochs,

@@ -91,11 +91,15 @@ def _full_float32_on_gpu() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def build_network(arch: str, size: int, num_classes: int, seed: int) -> Network:
-    """The ImageNet backbone of ``arch`` with a fresh ``num_classes`` head, in eval mode."""
+def build_network(arch: str, size: int, num_classes: int, seed: int, weights: str = "imagenet") -> Network:
+    """The ImageNet backbone of ``arch`` with a fresh ``num_classes`` head, in eval mode.
+
+    ``weights="random"`` is for tests of the ResNet-18 split where its ImageNet
+    weights cannot be had (offline).
+    """
     import torch
 
-    base = load_model(arch, "imagenet", size)  # raises WeightsUnavailableError offline (resnet18)
+    base = load_model(arch, weights, size)  # raises WeightsUnavailableError offline (resnet18)
     module = base.module.eval()
     torch.manual_seed(seed)
     if arch == "resnet18":
