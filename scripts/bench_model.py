@@ -209,14 +209,17 @@ def compare_batch(args: argparse.Namespace) -> None:
             run[n].append(timed(lambda _: clf.run_batch(tensors[n]), [0], steps)["median"] / n)
             full[n].append(timed(lambda _: clf.probabilities_batch(crops[:n]), [0], steps)["median"] / n)
     print(f"\nBatch size, ResNet-18 INT8 {args.size}, {threads} threads, {args.rounds} interleaved "
-          f"rounds of {args.runs} images per row (median of round medians), {os.cpu_count()} CPUs, "
-          f"1-min load {os.getloadavg()[0]:.2f}\n")
-    print("| batch | session.run ms/image | crops->probabilities ms/image | vs batch 1 |")
-    print("|---|---|---|---|")
-    base = float(np.median(full[1]))
+          f"rounds of {args.runs} images per row, {os.cpu_count()} CPUs, 1-min load "
+          f"{os.getloadavg()[0]:.2f}. median = median of the round medians; best = the fastest "
+          "round (on a shared machine, the one least disturbed by other processes)\n")
+    print("| batch | session.run ms/image median | best | crops->probabilities ms/image median | best | "
+          "vs batch 1 (median / best) |")
+    print("|---|---|---|---|---|---|")
+    base, base_best = float(np.median(full[1])), float(np.min(full[1]))
     for n in batches:
-        total = float(np.median(full[n]))
-        print(f"| {n} | {np.median(run[n]):.2f} | {total:.2f} | {total / base:.2f}x |")
+        total, best = float(np.median(full[n])), float(np.min(full[n]))
+        print(f"| {n} | {np.median(run[n]):.2f} | {np.min(run[n]):.2f} | {total:.2f} | {best:.2f} | "
+              f"{total / base:.2f}x / {best / base_best:.2f}x |")
 
 
 def _normalized(clf: Classifier, bgr: np.ndarray) -> np.ndarray:
