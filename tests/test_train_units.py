@@ -85,6 +85,26 @@ def test_verdict_from_the_learning_curve():
     # With 10 validation images one image is 10 points: a 10-point rise is not a trend.
     small = verdict(curve(0.8, 0.9, 1.0), 10)
     assert small["enough_data"] is True and "rough" in small["text"]
+    assert verdict([], 50)["enough_data"] is None
+
+
+def test_trained_metadata_round_trips_and_old_files_still_parse():
+    from edgecam.errors import ModelError
+    from edgecam.model.metadata import info_from_props, info_to_props
+    from edgecam.model.types import ModelInfo
+
+    info = ModelInfo(name="door_int8", arch="efficientnet_lite0", precision="int8", input_size=160,
+                     labels=("closed", "open"), trained=True, weights="imagenet, then edgecam train",
+                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), color_order="RGB", layout="NCHW_float",
+                     agreement={"images": 4, "top1": 1.0, "top5": 1.0},
+                     dataset={"fingerprint": "sha256:0123", "classes": {"open": {"train": 8, "val": 2}}},
+                     metrics={"accuracy": {"int8": 0.9}, "confusion": [[1, 0], [1, 2]]})
+    props = info_to_props(info)
+    assert info_from_props(props, "door.onnx") == info
+    old = {k: v for k, v in props.items() if k not in ("dataset", "metrics")}  # before edgecam train
+    assert info_from_props(old, "old.onnx").metrics == {} and info_from_props(old, "old.onnx").dataset == {}
+    with pytest.raises(ModelError, match="metrics is not valid JSON"):
+        info_from_props({**props, "metrics": "{oops"}, "bad.onnx")
 
 
 # ---- dataset --------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def verdict(curve: Sequence[Mapping], val_images: int) -> dict:
     by_fraction = {float(point["fraction"]): float(point["accuracy"]) for point in curve}
     half, full = by_fraction.get(0.5), by_fraction.get(1.0)
     if half is None or full is None or val_images <= 0:
-        return {"enough_data": None, "text": "no learning curve (too few images to split)"}
+        return {"enough_data": None, "text": "not measured (no learning curve: --no-learning-curve)"}
     step = max(0.02, 1.0 / val_images)
     if full - half > step:
         enough, text = False, (

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +73,6 @@ class TrainResult:
     info: ModelInfo  # of the INT8 file
     report: str
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 class Clock:
@@ -165,8 +164,7 @@ def train_model(opts: TrainOptions) -> TrainResult:
     out_dir = Path(opts.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as tmp:
-        engine = make_engine(opts.engine, net, opts.finetune, device,
-                             threads, Path(tmp))
+        engine = make_engine(opts.engine, net, opts.finetune, device, threads, Path(tmp))
         log.info("features: %s on %s, %d views per training image", engine.name, device, opts.views)
         cache = extract(engine, dataset, pre, opts.views, opts.flip, opts.seed,
                         opts.cache_mb if opts.finetune else 0)
@@ -228,57 +226,73 @@ def _val_logits(net, cache: Cache, finetuned: bool, device: str) -> np.ndarray:
 def _finish(net, dataset: Dataset, opts: TrainOptions, tmp: Path, out_dir: Path,
             warnings: list[str], training: dict, clock: Clock) -> TrainResult:
     """Export, quantize on training images, measure the files, write everything."""
-    from edgecam.model.build.export import export_onnx
     from edgecam.model.build.metadata import write_metadata
     from edgecam.model.build.pipeline import RECIPE
-    from edgecam.model.build.quantize import quantize_int8
-    from edgecam.model.build.train.plot import write_confusion_png
     from edgecam.model.classifier import Classifier
 
     name, threads = model_name(opts), default_threads(opts.threads)
     torch_logits = training.pop("torch_val_logits")
     curve = training.pop("learning_curve")
-    net.module.cpu().eval()
-    fp32, int8 = tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx"
-    export_onnx(net.torch_model(dataset.labels), opts.size, opts.layout, fp32)
     key = {"recipe": RECIPE, "trained_on": dataset.fingerprint, "seed": opts.seed}
     info = ModelInfo(
         name=f"{name}_fp32", arch=opts.arch, precision="fp32", input_size=opts.size,
         labels=dataset.labels, trained=True, weights="imagenet, then edgecam train",
         mean=net.mean, std=net.std, color_order="RGB", layout=opts.layout,
     )
-    write_metadata(fp32, info, key)
-    fp32_clf = Classifier(fp32, threads=threads)
-    calib = calibration_images(dataset, opts.calib_count)
-    log.info("INT8: calibrating on %d training images", len(calib))
-    quantize_int8(fp32, int8, calib, fp32_clf.preprocessor, opts.activations, opts.arch)
-    write_metadata(int8, dataclasses.replace(info, name=f"{name}_int8", precision="int8"), key)
+    fp32, int8 = _export(net, dataset, opts, info, key, tmp / f"{name}_fp32.onnx", tmp / f"{name}_int8.onnx")
     clock.lap("export+int8")
-    metrics = evaluate(fp32_clf, Classifier(int8, threads=threads), dataset, torch_logits)
+    metrics = evaluate(Classifier(fp32, threads=threads), Classifier(int8, threads=threads),
+                       dataset, torch_logits)
     agreement = metrics.pop("agreement")
     metrics["warnings"] = warnings + metrics.pop("extra_warnings")
     metrics["learning_curve"] = curve
     add_verdict(metrics)
     clock.lap("validation")
-    training["seconds"] = clock.total()
-    training["stages_s"] = clock.text()
-    metrics["training"] = training
+    metrics["training"] = {**training, "seconds": clock.total(), "stages_s": clock.text()}
     fp32_info = dataclasses.replace(info, dataset=dataset.summary(), metrics=metrics)
     int8_info = dataclasses.replace(fp32_info, name=f"{name}_int8", precision="int8", agreement=agreement)
     write_metadata(fp32, fp32_info, key)
     write_metadata(int8, int8_info, key)
+    return _publish(name, tmp, out_dir, fp32, int8, int8_info)
+
+
+def _export(net, dataset: Dataset, opts: TrainOptions, info: ModelInfo, key: dict,
+            fp32: Path, int8: Path) -> tuple[Path, Path]:
+    """FP32 ONNX of the trained network, then INT8 calibrated on training images."""
+    from edgecam.model.build.export import export_onnx
+    from edgecam.model.build.metadata import write_metadata
+    from edgecam.model.build.quantize import quantize_int8
+    from edgecam.model.classifier import Classifier
+
+    net.module.cpu().eval()
+    export_onnx(net.torch_model(dataset.labels), opts.size, opts.layout, fp32)
+    write_metadata(fp32, info, key)
+    calib = calibration_images(dataset, opts.calib_count)
+    log.info("INT8: calibrating on %d training images", len(calib))
+    pre = Classifier(fp32, threads=1).preprocessor  # the runtime's, for the file's layout
+    quantize_int8(fp32, int8, calib, pre, opts.activations, opts.arch)
+    write_metadata(int8, dataclasses.replace(info, name=info.name.replace("_fp32", "_int8"),
+                                             precision="int8"), key)
+    return fp32, int8
+
+
+def _publish(name: str, tmp: Path, out_dir: Path, fp32: Path, int8: Path, info: ModelInfo) -> TrainResult:
+    """The confusion PNG and the report; then every file moves into ``out_dir``."""
+    from edgecam.model.build.train.plot import write_confusion_png
+
+    metrics = info.metrics
     png = tmp / f"{name}_confusion.png"
     title = (f"{name}: INT8 on {metrics['val_images']} validation images, "
              f"accuracy {metrics['accuracy']['int8']:.1%}")
-    write_confusion_png(np.array(metrics["confusion"]), dataset.labels, title, png)
+    write_confusion_png(np.array(metrics["confusion"]), info.labels, title, png)
     finals = {p.name: out_dir / p.name for p in (fp32, int8, png)}
     report_file = out_dir / f"{name}_report.txt"
     for src in (fp32, int8, png):
-        os.replace(src, finals[src.name])
+        os.replace(src, finals[src.name])  # atomic: a watcher never sees half a model
     files = [(finals[int8.name], "(the daemon runs this one)"), (finals[fp32.name], ""),
              (finals[png.name], "(confusion matrix)"), (report_file, "")]
-    report = format_report(int8_info, files)
+    report = format_report(info, files)
     report_file.write_text(report + "\n", encoding="utf-8")
     log.info("wrote %s", ", ".join(str(p) for p, _ in files))
     return TrainResult(finals[fp32.name], finals[int8.name], finals[png.name], report_file,
-                       int8_info, report, training["seconds"])
+                       info, report, float(metrics["training"]["seconds"]))
