@@ -126,7 +126,7 @@ def run_info(args: argparse.Namespace) -> int:
     clf = Classifier(args.file, threads=1)  # validates the file as the daemon would
     path = Path(args.file)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    shape = clf._session.get_inputs()[0].shape
+    shape = clf.input_dims
     extra = {
         "file": str(path),
         "size": f"{path.stat().st_size / 1e6:.1f} MB",
