@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_model.py --repeat 3 --runs 100 --threads 2   # a shorter main table
     .venv/bin/python scripts/bench_model.py --compare-layouts  # normalization in numpy vs in graph
     .venv/bin/python scripts/bench_model.py --compare-interp   # cv2 resize: linear / area / area+linear
+    .venv/bin/python scripts/bench_model.py --batch --threads 2  # ms per image at batch 1/2/4/8
 
 Each configuration of the main table runs in its own process, --repeat times,
 interleaved; the table gives the median of the runs with their min-max, and the
@@ -226,6 +227,36 @@ def compare_interp(args: argparse.Namespace) -> None:
         print(f"| {name} | {ms:.3f} | {np.mean(diffs):.4f} | {same}/{len(views)} |")
 
 
+def compare_batch(args: argparse.Namespace) -> None:
+    """ms per image at batch 1/2/4/8 (dynamic batch axis), ResNet-18 INT8, interleaved rounds."""
+    threads = args.threads[0]
+    clf = Classifier(build("resnet18", args.size, args.layout, CACHE)[1], threads=threads)
+    assert clf.batch_capable, "rebuild: this model has a fixed batch of 1"
+    images = frames()
+    crops = [images[i % len(images)][40:440, 120:520] for i in range(8)]  # 400x400 regions
+    batches = (1, 2, 4, 8)
+    tensors = {n: np.concatenate([clf.preprocessor(c) for c in crops[:n]]) for n in batches}
+    run, full = {n: [] for n in batches}, {n: [] for n in batches}
+    for _ in range(args.rounds):
+        for n in batches:
+            # Each timed step handles `runs` images in total, so rows cost the same.
+            steps = max(1, args.runs // n)
+            run[n].append(timed(lambda _: clf.run_batch(tensors[n]), [0], steps)["median"] / n)
+            full[n].append(timed(lambda _: clf.probabilities_batch(crops[:n]), [0], steps)["median"] / n)
+    print(f"\nBatch size, ResNet-18 INT8 {args.size}, {threads} threads, {args.rounds} interleaved "
+          f"rounds of {args.runs} images per row, {os.cpu_count()} CPUs, 1-min load "
+          f"{os.getloadavg()[0]:.2f}. median = median of the round medians; best = the fastest "
+          "round (on a shared machine, the one least disturbed by other processes)\n")
+    print("| batch | session.run ms/image median | best | crops->probabilities ms/image median | best | "
+          "vs batch 1 (median / best) |")
+    print("|---|---|---|---|---|---|")
+    base, base_best = float(np.median(full[1])), float(np.min(full[1]))
+    for n in batches:
+        total, best = float(np.median(full[n])), float(np.min(full[n]))
+        print(f"| {n} | {np.median(run[n]):.2f} | {np.min(run[n]):.2f} | {total:.2f} | {best:.2f} | "
+              f"{total / base:.2f}x / {best / base_best:.2f}x |")
+
+
 def _normalized(clf: Classifier, bgr: np.ndarray) -> np.ndarray:
     info = clf.info
     rgb = clf.preprocessor.crop(bgr).astype(np.float32) / 255.0
@@ -244,6 +275,7 @@ def main() -> None:
     parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=LAYOUTS)
     parser.add_argument("--compare-layouts", action="store_true")
     parser.add_argument("--compare-interp", action="store_true")
+    parser.add_argument("--batch", action="store_true", help="ms per image at batch 1/2/4/8")
     parser.add_argument("--child", choices=("torch", "torchscript", "ort"), help=argparse.SUPPRESS)
     parser.add_argument("--model", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,6 +292,8 @@ def main() -> None:
         compare_layouts(args)
     elif args.compare_interp:
         compare_interp(args)
+    elif args.batch:
+        compare_batch(args)
     else:
         main_table(args)
 

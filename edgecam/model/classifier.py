@@ -153,6 +153,11 @@ class Classifier:
             raise ModelError(f"{self.path.name}: inference failed ({err})") from None
 
     @property
+    def input_dims(self) -> list:
+        """The ONNX input shape: ints, and a name (str) or None for a dynamic axis."""
+        return list(self._session.get_inputs()[0].shape)
+
+    @property
     def batch_capable(self) -> bool:
         """True when the model takes any batch size in one run (a dynamic batch axis)."""
         return self._batch_capable

@@ -1,4 +1,4 @@
-"""``edgecam model build`` and ``edgecam classify``.
+"""``edgecam model build``, ``edgecam model info``, ``edgecam classify`` and ``edgecam train``.
 
 Build code (torch, onnx) is imported inside the handlers, so registering these
 subcommands costs nothing for ``edgecam run``.
@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = subparsers.add_parser("model", help="build edgecam ONNX models")
     model_sub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
     _register_build(model_sub)
+    _register_info(model_sub)
     classify = subparsers.add_parser(
         "classify", help="print the Top-k classes of image files with an edgecam model"
     )
@@ -34,6 +35,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     classify.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
     classify.add_argument("--top", type=int, default=3, help="how many classes to print (default 3)")
     classify.set_defaults(func=run_classify)
+    from edgecam.model.build.train import cli as train_cli
+
+    train_cli.register(subparsers)
+
+
+def _register_info(model_sub: argparse._SubParsersAction) -> None:
+    info = model_sub.add_parser(
+        "info", help="print what a model file says about itself (labels, dataset, metrics)",
+        description="Reads the edgecam metadata of an ONNX model: labels, input, normalization, "
+        "INT8 agreement, and for `edgecam train` models the dataset and validation results.",
+    )
+    info.add_argument("file", metavar="FILE")
+    info.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    info.set_defaults(func=run_info)
 
 
 def _register_build(model_sub: argparse._SubParsersAction) -> None:
@@ -64,6 +79,9 @@ def _register_build(model_sub: argparse._SubParsersAction) -> None:
     build.add_argument("--activations", default="uint8", choices=("uint8", "int8"),
                        help="INT8 activation type (default uint8: fastest on x86 onnxruntime)")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    build.add_argument("--trust-pickle", action="store_true",
+                       help="allow a --weights file that is a pickled model, not a plain state_dict: "
+                       "unpickling runs any code the file holds, so only for files you trust")
     build.set_defaults(func=run_build)
 
 
@@ -92,8 +110,36 @@ def run_build(args: argparse.Namespace) -> int:
         path = ensure_default_model(**common)
         print(f"model: {path}")
         return 0
-    report = build_model(BuildOptions(arch=args.arch, weights=args.weights, labels=args.labels, **common))
+    report = build_model(BuildOptions(arch=args.arch, weights=args.weights, labels=args.labels,
+                                      trust_pickle=args.trust_pickle, **common))
     print(report.format())
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from edgecam.model.classifier import Classifier
+    from edgecam.model.describe import describe, info_dict
+
+    clf = Classifier(args.file, threads=1)  # validates the file as the daemon would
+    path = Path(args.file)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    shape = clf.input_dims
+    extra = {
+        "file": str(path),
+        "size": f"{path.stat().st_size / 1e6:.1f} MB",
+        "sha256": digest,
+        "input": f"{shape} ({'any batch size' if clf.batch_capable else 'batch of 1 only'})",
+    }
+    if args.json:
+        data = {"file": str(path), "bytes": path.stat().st_size, "sha256": digest,
+                "input_shape": [d if isinstance(d, int) else str(d) for d in shape],
+                "batch_capable": clf.batch_capable, **info_dict(clf.info)}
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(describe(clf.info, extra))
     return 0
 
 

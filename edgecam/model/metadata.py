@@ -44,9 +44,14 @@ _REQUIRED = (
 )
 
 
+# Optional JSON objects (``edgecam train``). Readers that predate them ignore unknown
+# keys, so a trained model still loads in an older edgecam: the format version stays 1.
+_OPTIONAL_OBJECTS = ("dataset", "metrics")
+
+
 def info_to_props(info: ModelInfo) -> dict[str, str]:
     """The ``metadata_props`` strings for ``info`` (inverse of :func:`info_from_props`)."""
-    return {
+    props = {
         FORMAT_KEY: FORMAT_VERSION,
         "name": info.name,
         "arch": info.arch,
@@ -61,6 +66,11 @@ def info_to_props(info: ModelInfo) -> dict[str, str]:
         "layout": info.layout,
         "agreement": json.dumps(info.agreement, sort_keys=True),
     }
+    for key in _OPTIONAL_OBJECTS:
+        value = getattr(info, key)
+        if value:
+            props[key] = json.dumps(value, sort_keys=True)
+    return props
 
 
 def info_from_props(props: Mapping[str, str], source: str) -> ModelInfo:
@@ -105,6 +115,7 @@ def _parse(props: Mapping[str, str], source: str) -> ModelInfo:
     if trained not in ("true", "false"):
         raise ValueError(f"trained must be true or false, got {props['trained']!r}")
     agreement = _json(props, "agreement", dict) if props.get("agreement") else {}
+    extra = {key: _json(props, key, dict) for key in _OPTIONAL_OBJECTS if props.get(key)}
     return ModelInfo(
         name=props.get("name") or source,
         arch=props["arch"],
@@ -118,6 +129,7 @@ def _parse(props: Mapping[str, str], source: str) -> ModelInfo:
         color_order=color,
         layout=layout,
         agreement=agreement,
+        **extra,
     )
 
 

@@ -30,6 +30,9 @@ class ModelInfo:
     color_order: str  # "RGB"
     layout: str  # "NCHW_float" or "NHWC_uint8": where normalization lives
     agreement: dict = field(default_factory=dict, repr=False)  # FP32-vs-INT8, from build time
+    # Written by `edgecam train` (empty for ImageNet builds and for older files):
+    dataset: dict = field(default_factory=dict, repr=False)  # fingerprint, per-class counts, split
+    metrics: dict = field(default_factory=dict, repr=False)  # validation results, learning curve
 
     @property
     def num_classes(self) -> int:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SIZES = range(96, 321, 32)
 RECIPE = 3  # bump when export/quantization changes, so cached outputs are rebuilt
+# 3: dynamic batch axis (batch-1 files from recipe 2 still load and run)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class BuildOptions:
     holdout_count: int = 40
     timing_runs: int = 30  # 0 skips the speed measurement
     force: bool = False
+    trust_pickle: bool = False  # allow unrestricted unpickling of --weights (runs its code)
 
 
 def validate(opts: BuildOptions) -> None:
@@ -118,7 +120,7 @@ def build_model(opts: BuildOptions) -> BuildReport:
     import torch
 
     torch.set_num_threads(opts.threads)
-    model = load_model(opts.arch, opts.weights, opts.size, opts.labels)
+    model = load_model(opts.arch, opts.weights, opts.size, opts.labels, opts.trust_pickle)
     fp32_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=fp32_path.parent) as tmp:
         report = _build_into(Path(tmp), model, opts, key, fp32_path, int8_path)

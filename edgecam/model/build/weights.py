@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,18 @@ def read_labels(path: str) -> list[str]:
 
 
 def load_model(
-    arch: str, weights: str, size: int, labels_file: str | None = None
+    arch: str,
+    weights: str,
+    size: int,
+    labels_file: str | None = None,
+    trust_pickle: bool = False,
 ) -> TorchModel:
-    """The network ``arch`` with ``weights`` ("imagenet", "random" or a checkpoint path)."""
+    """The network ``arch`` with ``weights`` ("imagenet", "random" or a checkpoint path).
+
+    A checkpoint is read with ``torch.load(weights_only=True)``, which only rebuilds
+    tensors and plain containers. A pickled full model needs the unrestricted
+    unpickler, which runs whatever code the file names: only with ``trust_pickle``.
+    """
     import torch
 
     if arch not in ARCHS:
@@ -91,7 +101,7 @@ def load_model(
     elif weights == "random":
         state, trained = None, False
     else:
-        state, trained = _checkpoint_state(weights), True
+        state, trained = _checkpoint_state(weights, trust_pickle), True
     if isinstance(state, torch.nn.Module):
         module = state
         num_classes = _num_classes_of_module(module, arch)
@@ -151,21 +161,21 @@ def _imagenet_state(arch: str) -> dict:
         ) from None
 
 
-def _checkpoint_state(path: str) -> Any:
+def _checkpoint_state(path: str, trust_pickle: bool = False) -> Any:
     import torch
 
     if not os.path.isfile(path):
         raise ModelBuildError(
             f"--weights {path!r} is not 'imagenet', 'random' or an existing checkpoint file"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a pickled full model needs weights_only=False (user's own file)
+    if trust_pickle:
+        log.warning("--trust-pickle: unpickling %s without restrictions (runs any code it holds)", path)
         try:
-            log.info("%s is not a plain state_dict: loading it as a pickled model", path)
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as err:
             raise ModelBuildError(f"cannot load checkpoint {path}: {err}") from None
+    else:
+        obj = _safe_load(path)
     if isinstance(obj, torch.nn.Module):
         return obj
     if isinstance(obj, dict):
@@ -178,6 +188,26 @@ def _checkpoint_state(path: str) -> Any:
     if not isinstance(obj, dict) or not obj:
         raise ModelBuildError(f"checkpoint {path} holds no state_dict or model")
     return {_strip_prefix(k): v for k, v in obj.items()}
+
+
+def _safe_load(path: str) -> Any:
+    """``torch.load(weights_only=True)``; never falls back to the code-running unpickler."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, zip errors...
+        reason = " ".join(str(err).split())
+        if "Weights only load failed" in reason or "Unsupported global" in reason:
+            named = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
+            detail = f" ({named.group(1)})" if named else ""
+            raise ModelBuildError(
+                f"checkpoint {path} is not a plain state_dict: it is a pickle that calls Python "
+                f"code{detail}. Loading it would run that code, so edgecam refuses. Save the "
+                "weights with torch.save(model.state_dict(), FILE), or, if you wrote this file "
+                "or trust its source, pass --trust-pickle"
+            ) from None
+        raise ModelBuildError(f"cannot load checkpoint {path}: {reason[:300]}") from None
 
 
 def _strip_prefix(key: str) -> str:
