@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecam.errors import ModelError
 from edgecam.model.classifier import Classifier
+from edgecam.model.pool import model_key
 
 if TYPE_CHECKING:
     from edgecam.service.daemon import Daemon
@@ -57,8 +58,9 @@ class Deployer:
         to keep it after a restart)."""
         daemon = self._daemon
         region = daemon._region(camera, region_name)
-        own = region.cfg.model != daemon.config.model.path and sum(
-            r.model_path == region.model_path for rs in daemon.regions.values() for r in rs) == 1
+        key = model_key(region.model_path)
+        sharing = [r for rs in daemon.regions.values() for r in rs if model_key(r.model_path) == key]
+        own = key != model_key(daemon.config.model.path) and len(sharing) == 1
         target = Path(region.model_path) if own else Path(daemon.config.model.path).parent / f"{camera}_{region_name}.onnx"
         staged = target.with_name(f".{target.name}.upload-{os.getpid()}-{time.monotonic_ns()}")
         try:
