@@ -7,16 +7,20 @@
 # (Cortex-A76) CPU to it, and checks, against the host:
 #   1. `edgecam classify` gives the same Top-3 labels on real photos (a swap is
 #      accepted only between labels the host itself scores as tied);
-#   2. raw model outputs for fixed inputs agree (FP32 < 1e-4, INT8 <= 2 steps, same
-#      top-1), and the image pipeline (decode + resize + crop) to 1 LSB;
+#   2. the image pipeline (crop, colour order, mean/std) is bit-identical, and raw model
+#      outputs agree within limits derived from why x86 and ARM INT8 kernels differ
+#      (scripts/arm64/tolerance.py; FP32 < 1e-4), top-1 where the host's margin allows;
 #   3. `edgecam run` on a clip publishes results to a Mosquitto broker on the
 #      host, and exits 0 on SIGTERM.
 # Prints a short report and exits non-zero on any disagreement or failure.
 #
-# usage: scripts/arm64-check.sh [--pi5] [--cache DIR] [--keep]
-#   --pi5        emulate a Raspberry Pi 5 (cortex-a76); default: a Pi 4 (cortex-a72)
-#   --cache DIR  root tarball, models and logs (default ${XDG_CACHE_HOME:-$HOME/.cache}/edgecam/arm64)
-#   --keep       leave the unpacked root in CACHE/root after the run (to look inside)
+# usage: scripts/arm64-check.sh [--pi5] [--cache DIR] [--keep] [--only STEPS] [--fault KIND]
+#   --pi5         emulate a Raspberry Pi 5 (cortex-a76); default: a Pi 4 (cortex-a72)
+#   --cache DIR   root tarball, models and logs (default ${XDG_CACHE_HOME:-$HOME/.cache}/edgecam/arm64)
+#   --keep        leave the unpacked root in CACHE/root after the run (to look inside)
+#   --only STEPS  run only these checks, comma-separated: classify,outputs,run (default: all)
+#   --fault KIND  break the arm side's preprocessing on purpose, to see the check fail:
+#                 bgr, mean, std, stretch or linear (scripts/arm64/dump_outputs.py FAULTS)
 # Needs root (debootstrap, chroot, mount) and the host venv (.venv, with torch for the model build).
 # Timings under emulation say nothing about a real Pi.
 set -euo pipefail
@@ -34,6 +38,8 @@ PI=4
 CPU_MODEL=cortex-a72
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/edgecam/arm64"
 KEEP=0
+STEPS=classify,outputs,run
+FAULT=""
 MODELS=() ROOT_MODELS=() HOST_MODELS=() ROOT_ENV=() BROKER_PORT=""
 MOUNTS=()   # mounted paths, unmounted in reverse order on exit
 PIDS=()     # processes we started (broker, subscriber, daemon), killed on exit
@@ -55,11 +61,19 @@ parse_args() {
       --pi5) PI=5; CPU_MODEL=cortex-a76 ;;
       --cache) [ $# -ge 2 ] || die "--cache needs a directory"; CACHE=$2; shift ;;
       --keep) KEEP=1 ;;
+      --only) [ $# -ge 2 ] || die "--only needs a list of steps"; STEPS=$2; shift ;;
+      --fault) [ $# -ge 2 ] || die "--fault needs a kind"; FAULT=$2; shift ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
+  local step
+  [ -n "${STEPS//,/}" ] || die "--only: no steps given (classify, outputs, run)"
+  for step in ${STEPS//,/ }; do
+    case "$step" in classify | outputs | run) ;; *) die "--only: unknown step $step (classify, outputs, run)" ;; esac
+  done
+  case "$FAULT" in "" | bgr | mean | std | stretch | linear) ;; *) die "--fault: unknown kind $FAULT" ;; esac
   mkdir -p "$CACHE"
   CACHE=$(cd "$CACHE" && pwd)
   ROOT="$CACHE/root"
@@ -312,6 +326,8 @@ prepare_root() {
   fi
 }
 
+step() { [[ ",$STEPS," == *",$1,"* ]]; } # step NAME: was NAME asked for (--only)?
+
 main() {
   parse_args "$@"
   trap cleanup EXIT
@@ -329,10 +345,12 @@ main() {
   cp "$HELPERS/dump_outputs.py" "$ROOT$CHECK/"
   "$HOST_PY" "$HELPERS/host_prep.py" --work "$ROOT$CHECK" "${HOST_MODELS[@]}" >&2
   report "== edgecam arm64 check: Raspberry Pi $PI (QEMU_CPU=$CPU_MODEL) =="
+  [ -z "$FAULT" ] || report "fault injected on the arm side: --fault $FAULT (this run must FAIL)"
+  derive_tolerance
   report_versions
-  check_classify
-  check_outputs
-  check_run
+  step classify && check_classify
+  step outputs && check_outputs
+  step run && check_run
   report "elapsed: $((SECONDS - start)) s"
   if [ "$FAILS" -gt 0 ]; then report "RESULT: FAIL ($FAILS)"; exit 1; fi
   report "RESULT: PASS"

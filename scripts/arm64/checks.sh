@@ -21,10 +21,19 @@ build_models() { # INT8 + FP32 models built on the HOST (torch is not in the roo
   done
 }
 
-report_versions() {
-  local v
+derive_tolerance() { # the INT8 limits, from the host's own rounding spread (scripts/arm64/tolerance.py)
+  local out
+  out=$("$HOST_PY" "$HELPERS/tolerance.py" --inputs "$ROOT$CHECK/inputs" --photos "$ROOT$CHECK/photos" \
+    --out "$CACHE/tolerance.json" "${HOST_MODELS[@]}") || die "tolerance.py failed on the host"
+  report "$out"
+}
+
+report_versions() { # runs the models inside the root (their outputs are compared in check_outputs)
+  local v fault=()
+  [ -z "$FAULT" ] || fault=(--fault "$FAULT")
   v=$(in_root python "$CHECK/dump_outputs.py" --inputs "$CHECK/inputs" --out "$CHECK/out-arm" --photos "$CHECK/photos" \
-    --repeat 1 "${ROOT_MODELS[@]}" 2>"$CACHE/dump-arm.log") || { cat "$CACHE/dump-arm.log" >&2; die "running the models inside the root failed"; }
+    --repeat 1 "${fault[@]}" "${ROOT_MODELS[@]}" 2>"$CACHE/dump-arm.log") ||
+    { cat "$CACHE/dump-arm.log" >&2; die "running the models inside the root failed"; }
   "$HOST_PY" - "$v" "$ROOT$CHECK/out-arm/summary.json" <<'EOF' | while read -r line; do report "$line"; done
 import json, sys
 v = json.loads(sys.argv[1])
@@ -37,11 +46,12 @@ EOF
 }
 
 check_outputs() {
+  # --exact-int8: the host's reference accumulates exactly whatever x86 SIMD level runs it
   "$HOST_PY" "$HELPERS/dump_outputs.py" --inputs "$ROOT$CHECK/inputs" --out "$ROOT$CHECK/out-host" \
-    --photos "$ROOT$CHECK/photos" --repeat 0 "${HOST_MODELS[@]}" >/dev/null
+    --photos "$ROOT$CHECK/photos" --repeat 0 --exact-int8 "${HOST_MODELS[@]}" >/dev/null
   local out
   if out=$("$HOST_PY" "$HELPERS/compare.py" outputs --host "$ROOT$CHECK/out-host" --arm "$ROOT$CHECK/out-arm" \
-    "${HOST_MODELS[@]}"); then
+    --tolerance "$CACHE/tolerance.json" "${HOST_MODELS[@]}"); then
     report "$out"
   else
     report "$out"
@@ -55,7 +65,8 @@ check_classify() { # 1. `edgecam classify` on real photos: the host's Top-3 (up 
   for model in "${MODELS[@]}"; do
     kind=$(basename "$model" .onnx)
     kind=${kind##*_}
-    "$HOST_PY" -m edgecam classify --top 10 --model "$ROOT$CHECK/models/${model##*/}" \
+    # the host's reference: exact INT8 accumulation on every x86 SIMD level (host_classify.py)
+    "$HOST_PY" "$HELPERS/host_classify.py" --top 10 --model "$ROOT$CHECK/models/${model##*/}" \
       "${names[@]/#/$ROOT$CHECK/photos/}" >"$CACHE/classify-host-$kind.txt" 2>&1 ||
       die "edgecam classify failed on the host: see $CACHE/classify-host-$kind.txt"
     if ! in_root edgecam classify --top 10 --model "$CHECK/models/${model##*/}" "${names[@]/#/$CHECK/photos/}" \
@@ -63,7 +74,7 @@ check_classify() { # 1. `edgecam classify` on real photos: the host's Top-3 (up 
       fail "edgecam classify ($kind) failed inside the root: $(tail -n 3 "$CACHE/classify-arm-$kind.txt")"
       continue
     fi
-    if out=$("$HOST_PY" "$HELPERS/compare.py" classify --model "$model" \
+    if out=$("$HOST_PY" "$HELPERS/compare.py" classify --model "$model" --tolerance "$CACHE/tolerance.json" \
       --host "$CACHE/classify-host-$kind.txt" --arm "$CACHE/classify-arm-$kind.txt"); then
       report "$out"
     else

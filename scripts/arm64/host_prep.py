@@ -7,8 +7,8 @@ Runs in the HOST venv (scikit-image, OpenCV, the edgecam package):
 writes into DIR (which lies inside the arm64 root, so both sides read the same files):
 
 * ``photos/``: scikit-image's real photos, copied unchanged (for ``edgecam classify``);
-* ``inputs/<model stem>/NN.npy``: per model, two seeded random tensors and the
-  photos preprocessed exactly as the runtime does (edgecam's Preprocessor);
+* ``inputs/<model stem>/NN.npy``: per model, two seeded random tensors (each side
+  preprocesses the photos itself: dump_outputs.py --photos);
 * ``clip.avi``: a short MJPG clip panning over the photos (for ``edgecam run``).
 """
 
@@ -20,7 +20,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +46,7 @@ def copy_photos(target: Path) -> list[Path]:
     return copied
 
 
-def write_inputs(model: Path, photos: list[Path], target: Path) -> int:
+def write_inputs(model: Path, target: Path) -> int:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -63,8 +62,6 @@ def write_inputs(model: Path, photos: list[Path], target: Path) -> int:
             tensors.append(rng.integers(0, 256, size=shape, dtype=np.uint8))
         else:
             tensors.append(rng.standard_normal(shape).astype(np.float32))
-    for photo in photos:
-        tensors.append(pre(cv2.imread(str(photo), cv2.IMREAD_COLOR)))
     for i, tensor in enumerate(tensors):
         np.save(folder / f"{i:02d}.npy", np.ascontiguousarray(tensor))
     return len(tensors)
@@ -75,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True)
     args = parser.parse_args(argv)
-    photos = copy_photos(args.work / "photos")
+    copy_photos(args.work / "photos")
     for model in args.models:
-        count = write_inputs(model, photos, args.work / "inputs")
+        count = write_inputs(model, args.work / "inputs")
         print(f"host_prep: {count} input tensors for {model.name}")
     write_video(args.work / "clip.avi", moving_frames(90), fps=15.0)
     os.chmod(args.work / "clip.avi", 0o644)
