@@ -7,7 +7,7 @@ frame. Each configuration runs in a fresh child process (its own peak RSS) for `
 after ``--warmup``, once with crops due together run as one batch per model
 (``InferenceSettings.batch=True``, the default) and once one by one (``batch=False``).
 
-    .venv/bin/python scripts/bench_cameras.py [--model FILE] [--threads 2] [--seconds 5] [--repeat 3]
+    .venv/bin/python scripts/bench_cameras.py [--model FILE] [--threads 2] [--seconds 5] [--repeat 5]
     .venv/bin/python scripts/bench_cameras.py --cameras 1 2 --regions 2 --seconds 2 --repeat 1
 
 Regions: 1 = ``full`` (the whole frame); 2 adds ``door``, nested inside it; 3 adds ``feeder``,
@@ -104,7 +104,7 @@ def child_daemon(args: argparse.Namespace) -> dict:
 
 
 def camera_rates(before: dict, after: dict, wall: float) -> dict:
-    captured, dropped = (after[key] - before[key] for key in ("captured", "dropped"))
+    captured, dropped = (after[name] - before[name] for name in ("captured", "dropped"))
     return {"fps": (after["processed"] - before["processed"]) / wall, "captured_fps": captured / wall,
             "dropped_pct": 100.0 * dropped / captured if captured else float("nan")}
 
@@ -233,7 +233,8 @@ def print_micro(rounds: list[dict], args: argparse.Namespace) -> None:
         print(f"| {label} | {' | '.join(cells)} |")
     fixed, per_image = ([r["micro"]["fit"][name] for r in rounds] for name in ("fixed_ms", "per_image_ms"))
     print(f"\nsession.run ms per run = fixed + per image x batch (least squares over batch 1, 2, 4, 8): fixed "
-          f"{fmt_spread(fixed, 2)} ms, per image {fmt_spread(per_image, 2)} ms; one run of four saves three fixed costs")
+          f"{fmt_spread(fixed, 2)} ms, per image {fmt_spread(per_image, 2)} ms; "
+          "one run of four saves three fixed costs")
     sizes = sorted(rounds[0]["micro"]["rss_by_batch"], key=int)[1:]
     growth = (f"{n}: {fmt_spread([r['micro']['rss_by_batch'][n] for r in rounds], 1)}" for n in sizes)
     print(f"peak RSS a batch of N adds over batch 1 (VmHWM, MB): {', '.join(growth)}")
@@ -332,7 +333,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per configuration")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of everything; figures are medians")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of everything; figures are medians")
     parser.add_argument("--cameras", type=int, nargs="+", choices=(1, 2, 4), default=[1, 2, 4])
     parser.add_argument("--regions", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
     parser.add_argument("--micro-runs", type=int, default=100, help="runs of each micro-benchmark step per round")
