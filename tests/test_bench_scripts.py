@@ -104,3 +104,47 @@ def test_pipeline_benchmark_per_step_costs(resnet_int8: Path) -> None:
             if len(cells) == 2 and cells[1].replace(".", "", 1).isdigit()}
     assert len(rows) == 6 and all(value > 0 for value in rows.values()), rows
     assert any(name.startswith("capture: ring.put()") for name in rows)
+
+
+def test_cameras_benchmark_helpers_count_batches_once_and_rates_per_camera() -> None:
+    from bench_cameras import busy_fraction, camera_rates, region_latency
+
+    # (camera, region, total ms, classifier start, end): the two crops of one batch share a run
+    rows = [("cam1", "full", 10.0, 1.0, 1.1), ("cam1", "door", 12.0, 1.0, 1.1), ("cam2", "full", 20.0, 2.0, 2.3)]
+    assert busy_fraction(rows, wall=2.0) == pytest.approx(0.2)
+    assert region_latency(rows) == {"cam1/full": [10.0, 10.0], "cam1/door": [12.0, 12.0], "cam2/full": [20.0, 20.0]}
+    rates = camera_rates({"captured": 10, "dropped": 1, "processed": 9}, {"captured": 60, "dropped": 11,
+                                                                         "processed": 49}, wall=2.0)
+    assert rates == {"fps": 20.0, "captured_fps": 25.0, "dropped_pct": 20.0}
+
+
+def test_cameras_benchmark_prints_its_table_micro_table_and_three_targets(resnet_int8: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_cameras.py"), "--model", str(resnet_int8), "--cameras", "1", "2",
+         "--regions", "3", "--seconds", "0.5", "--warmup", "0.5", "--repeat", "1", "--micro-runs", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "1 round(s)" in proc.stdout and "host: " in proc.stdout and "load average" in proc.stdout
+    assert "torch was imported" not in proc.stdout
+    header = _cells(next(line for line in lines if line.startswith("| cameras | regions | camera |")))
+    rows = [dict(zip(header, _cells(line))) for line in lines if line.startswith(("| 1 | 3 |", "| 2 | 3 |"))]
+    assert [(row["cameras"], row["camera"]) for row in rows] == [("1", "cam1"), ("2", "cam1"), ("2", "cam2")]
+    for row in rows:
+        for mode in ("batched", "unbatched"):  # every region of the camera, nested and overlapping, in order
+            cell = row[f"latency p50/p99 ms per region, {mode}"]
+            assert [part.split()[0] for part in cell.split(", ")] == ["full", "door", "feeder"], cell
+        assert all(float(value) >= 0 for value in row["result FPS batched / unbatched"].split(" / "))
+        assert all(kept in ("yes", "no") for kept in row["kept 30 FPS"].split(" / "))
+    first, second = rows[0]["peak RSS MB"], rows[2]["peak RSS MB"]
+    assert all(float(mb) > 50 for mb in first.split(" / ")), first  # onnxruntime + the model alone exceed this
+    assert second == "" and rows[2]["CPU % (1 core)"] == ""  # per process: only on a configuration's first row
+    micro = [_cells(line) for line in lines if line.startswith(("| 4 ", "|   "))]
+    assert len(micro) == 7 and all(float(cell.split()[0]) > 0 for row in micro for cell in row[1:]), micro
+    assert any(line.startswith("peak RSS a batch of N adds over batch 1") and "12: " in line for line in lines)
+    targets = {line[:3]: line for line in lines if line.startswith(("(1) ", "(2) ", "(3) "))}
+    assert targets["(1)"].endswith(("PASS", "FAIL"))
+    assert "b 3r 1->2: " in targets["(2)"] and "u 3r 1->2: " in targets["(2)"]
+    assert targets["(2)"].endswith(("PASS", "FAIL"))
+    assert "b 3r " in targets["(3)"] and "u 3r " in targets["(3)"]
+    assert targets["(3)"].endswith(("PASS", "FAIL", "n/a (nothing to judge)"))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgecam.config import parse_config
-from edgecam.errors import EndOfStream, ModelError
+from edgecam.errors import ConfigError, EndOfStream, ModelError
 from edgecam.model.classifier import Classifier
 from edgecam.publish.sink import Sink
 from edgecam.service.daemon import Daemon
@@ -263,3 +263,32 @@ def test_regions_sharing_a_model_file_share_one_session(resnet_int8: Path, tmp_p
     assert len(daemon.pool.paths()) == 2  # the default file once, the copy once
     x, y = daemon.regions["a"]
     assert daemon.pool.get(x.model_path) is daemon.pool.get(y.model_path)
+
+
+def test_sources_by_camera_name_feed_each_camera_its_own_frames(resnet_int8: Path) -> None:
+    config = parse_config({"device_id": "fed", "mqtt": {"enabled": False},
+                           "model": {"path": str(resnet_int8), "threads": 1},
+                           "cameras": {"a": {"uri": "memory"}, "b": {"uri": "memory"}, "c": {"uri": "demo"}}})
+    recorder = Recorder()
+    daemon = Daemon(config, stdout_results=False, extra_sinks=[recorder],
+                    source=MemorySource([photo_bgr("chelsea")], fps=20, source_id="mem-a"),
+                    sources={"b": MemorySource([photo_bgr("coffee")], fps=20, source_id="mem-b")})
+    assert [camera.source.source_id for camera in daemon.cameras.values()] == ["mem-a", "mem-b", "demo"]
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_until(lambda: {r.camera for r in recorder.results} == {"a", "b", "c"}, 60, "all three cameras")
+    finally:
+        daemon.stop()
+        runner.join(timeout=10)
+    assert {(r.camera, r.source) for r in recorder.results} == {("a", "mem-a"), ("b", "mem-b"), ("c", "demo")}
+
+
+def test_sources_for_unknown_cameras_or_twice_for_one_are_errors(resnet_int8: Path) -> None:
+    config = parse_config({"mqtt": {"enabled": False}, "model": {"path": str(resnet_int8), "threads": 1},
+                           "cameras": {"a": {"uri": "memory"}, "b": {"uri": "memory"}}})
+    frames = [photo_bgr("chelsea")]
+    with pytest.raises(ConfigError, match=r"unknown camera\(s\) z \(cameras: a, b\)"):
+        Daemon(config, stdout_results=False, sources={"z": MemorySource(frames)})
+    with pytest.raises(ConfigError, match="camera a given two sources"):
+        Daemon(config, stdout_results=False, source=MemorySource(frames), sources={"a": MemorySource(frames)})

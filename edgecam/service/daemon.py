@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from edgecam import __version__
 from edgecam.config import Config
 from edgecam.dataset.collector import Collector
+from edgecam.errors import ConfigError
 from edgecam.model.pool import ModelPool
 from edgecam.preview.hub import PreviewHub
 from edgecam.publish.policy import make_policy
@@ -47,11 +48,12 @@ def inference_settings(config: Config) -> InferenceSettings:
 class Daemon(ControlMixin):
     """Owns every component for one run. ``run()`` blocks until stopped.
 
-    ``source`` replaces the first camera's source (tests and benchmarks feed frames from memory)."""
+    ``source`` replaces the first camera's source and ``sources`` any camera's, by name
+    (tests and benchmarks feed frames from memory); the others come from the config."""
 
     def __init__(self, config: Config, stdout_results: Optional[bool] = None,
                  duration_s: Optional[float] = None, source: Optional[FrameSource] = None,
-                 extra_sinks: Sequence[Sink] = ()) -> None:
+                 extra_sinks: Sequence[Sink] = (), sources: Optional[Mapping[str, FrameSource]] = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
         self.duration_s = duration_s
@@ -61,7 +63,7 @@ class Daemon(ControlMixin):
         self.wake = threading.Event()
         self.cameras: dict[str, Camera] = {}
         self.regions: dict[str, list[Region]] = {}
-        self._build_cameras(source)
+        self._build_cameras(self._given_sources(source, sources))
         self.regions_by_name = {camera: {r.name: r for r in regions} for camera, regions in self.regions.items()}
         self.classifier = self._default_classifier()
         self._warn_if_untrained()
@@ -89,13 +91,28 @@ class Daemon(ControlMixin):
         self._settings_lock = threading.Lock()  # serialises apply_settings callers (MQTT, HTTP)
 
     # ----------------------------------------------------------------- set-up
-    def _build_cameras(self, source: Optional[FrameSource]) -> None:
+    def _given_sources(self, source: Optional[FrameSource],
+                       sources: Optional[Mapping[str, FrameSource]]) -> dict[str, FrameSource]:
+        """camera name -> the FrameSource the caller gave for it (``source`` is the first camera's)."""
+        names = list(self.config.camera_configs())
+        given = dict(sources or {})
+        unknown = [name for name in given if name not in names]
+        if unknown:
+            raise ConfigError(f"sources given for unknown camera(s) {', '.join(unknown)} "
+                              f"(cameras: {', '.join(names)})")
+        if source is not None:
+            if names[0] in given:
+                raise ConfigError(f"camera {names[0]} given two sources (source= and sources=)")
+            given[names[0]] = source
+        return given
+
+    def _build_cameras(self, sources: Mapping[str, FrameSource]) -> None:
         """One Camera per config entry; every region's model loaded (once per file)."""
         config = self.config
-        for index, (name, cfg) in enumerate(config.camera_configs().items()):
+        for name, cfg in config.camera_configs().items():
             where = f"cameras.{name}" if config.cameras else "source"
             self.cameras[name] = Camera(name, cfg, config.buffer.capacity, self.stop_event, self.wake.set,
-                                        source=source if index == 0 else None)
+                                        source=sources.get(name))
             self.regions[name] = []
             for region_name, region_cfg in cfg.regions.items():
                 resolved = resolve(region_cfg, config)

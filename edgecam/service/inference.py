@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 #: systemd restarts it); a single failure is logged, counted and skipped.
 ERROR_LIMIT = 10
 WAIT_S = 0.1  # longest idle wait for a frame: the heartbeat's cadence when nothing arrives
+# Crops per run of one model. Measured (scripts/bench_cameras.py, ResNet-18 INT8 160): a batch
+# saves only onnxruntime's fixed cost per run (~1 ms of ~4 ms per image), batch 8 is no faster
+# per image than 4, and each image in a batch holds ~1 MB more: 12 crops kept 12 MB.
+MAX_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,8 @@ class InferenceThread:
                 by_model[region.model_path].append((job, region, crop))
         for path, items in by_model.items():
             classifier = self.pool.get(path)
-            groups = [items] if self.settings.batch else [[item] for item in items]
+            size = MAX_BATCH if self.settings.batch else 1
+            groups = [items[i:i + size] for i in range(0, len(items), size)]
             for _, region, _ in items:
                 region.use_model(classifier)
             for group in groups:
