@@ -176,10 +176,9 @@ class Classifier:
         """
         if len(images) == 0:
             return np.zeros((0, self.info.num_classes), np.float32)
-        tensors = [self._pre(image) for image in images]
-        if self._batch_capable and len(tensors) > 1:
-            return self.run_batch(np.concatenate(tensors))
-        return np.stack([self._run(tensor).reshape(-1) for tensor in tensors])
+        if self._batch_capable and len(images) > 1:
+            return self.run_batch(self._pre.batch(list(images)))
+        return np.stack([self._run(self._pre(image)).reshape(-1) for image in images])
 
     def probabilities_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Softmax probabilities, (N, num_classes) float32, for N BGR images."""

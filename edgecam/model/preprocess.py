@@ -135,18 +135,25 @@ class Preprocessor:
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         """The input tensor for one BGR frame (a new array each call)."""
+        return self.batch([bgr])
+
+    def batch(self, images: "list[np.ndarray] | tuple[np.ndarray, ...]") -> np.ndarray:
+        """One input tensor for N frames of any sizes: each is resized and cropped on its
+        own, straight into its row of one preallocated array (no per-image tensor, no
+        concatenation: the batch of crops due together costs no extra copy)."""
         if self.layout == LAYOUT_NHWC_UINT8:
-            return self.crop(bgr)[np.newaxis]
+            return np.stack([self.crop(image) for image in images])
         if self.layout != LAYOUT_NCHW_FLOAT:
             raise ValueError(f"unknown layout {self.layout!r}")
-        crop = resize_center_crop(as_bgr(bgr), self.size, self.interpolation)
-        # Plane copies + one in-place multiply-add: ~10x faster than a float
-        # transpose of the whole crop in numpy (measured 0.03 vs 0.30 ms at 160).
-        planes = cv2.split(crop)  # B, G, R
+        out = np.empty((len(images), *self.input_shape[1:]), dtype=np.float32)
         order = (2, 1, 0) if self._to_rgb else (0, 1, 2)
-        out = np.empty(self.input_shape, dtype=np.float32)
-        for channel, plane in enumerate(order):
-            out[0, channel] = planes[plane]
+        for row, image in enumerate(images):
+            crop = resize_center_crop(as_bgr(image), self.size, self.interpolation)
+            # Plane copies + one in-place multiply-add: ~10x faster than a float
+            # transpose of the whole crop in numpy (measured 0.03 vs 0.30 ms at 160).
+            planes = cv2.split(crop)  # B, G, R
+            for channel, plane in enumerate(order):
+                out[row, channel] = planes[plane]
         out *= self._scale
         out -= self._offset
         return out
