@@ -25,6 +25,7 @@ from edgecam.config.sections import (
     InferenceConfig,
     ModelConfig,
     MqttConfig,
+    OutboxConfig,
     Picamera2Config,
     PreviewConfig,
     PublishConfig,
@@ -38,7 +39,7 @@ from edgecam.config.sections import (
 __all__ = [
     "DEFAULT_CAMERA", "DEFAULT_REGION", "FULL_FRAME", "MIN_MAX_FPS", "BackoffConfig", "BufferConfig",
     "CameraConfig", "CommandsConfig", "Config", "DiscoveryConfig", "HttpAuthConfig", "HttpPreviewConfig",
-    "InferenceConfig", "ModelConfig", "MqttConfig", "Picamera2Config", "PreviewConfig", "PublishConfig",
+    "InferenceConfig", "ModelConfig", "MqttConfig", "OutboxConfig", "Picamera2Config", "PreviewConfig", "PublishConfig",
     "RegionConfig", "Section", "SkipUnchangedConfig", "SourceConfig", "StatsConfig", "TlsConfig",
     "apply_overrides", "format_validation_error", "load_config", "parse_config",
 ]
