@@ -17,6 +17,7 @@ start: QoS 1 is at-least-once anyway.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import os
@@ -82,6 +83,7 @@ class Outbox:
         self.problem: Optional[str] = None if path is not None else "disabled in the config"
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._ids: list[int] = []  # the same ids, sorted: pending_after() bisects instead of scanning
         self._by_topic: dict[str, deque[int]] = {}
         self._bytes = 0
         self._last_id = 0
@@ -141,14 +143,9 @@ class Outbox:
     # ------------------------------------------------------------ reading
     def pending_after(self, after_id: int, limit: int) -> list[Entry]:
         """Up to ``limit`` entries with an id above ``after_id``, oldest first."""
-        out: list[Entry] = []
         with self._lock:
-            for entry_id, entry in self._entries.items():
-                if entry_id > after_id:
-                    out.append(entry)
-                    if len(out) >= limit:
-                        break
-        return out
+            start = bisect.bisect_right(self._ids, after_id)
+            return [self._entries[entry_id] for entry_id in self._ids[start:start + limit]]
 
     def is_newest(self, entry: Entry) -> bool:
         """True when no later entry for the same topic waits: only that one may be retained,
@@ -178,6 +175,10 @@ class Outbox:
     # ------------------------------------------------------------ internals (lock held)
     def _add(self, entry: Entry) -> None:
         self._entries[entry.id] = entry
+        if self._ids and self._ids[-1] > entry.id:
+            bisect.insort(self._ids, entry.id)
+        else:
+            self._ids.append(entry.id)
         self._by_topic.setdefault(entry.topic, deque()).append(entry.id)
         self._bytes += entry.size
         self._last_id = max(self._last_id, entry.id)
@@ -186,6 +187,7 @@ class Outbox:
         entry = self._entries.pop(entry_id, None)
         if entry is None:
             return False
+        del self._ids[bisect.bisect_left(self._ids, entry_id)]
         ids = self._by_topic[entry.topic]
         if ids[0] == entry_id:
             ids.popleft()
