@@ -71,7 +71,7 @@ def run_devices(args: argparse.Namespace) -> dict[str, Any]:
     for device in ids:
         config = parse_config({"device_id": device, "mqtt": {
             "host": HOST, "port": args.port, "qos": args.qos, "queue_size": 2000, "keepalive_s": 30,
-            "protocol": "5", "reconnect": {"initial_s": 1.0, "max_s": 2.0},
+            "protocol": args.device_protocol, "reconnect": {"initial_s": 1.0, "max_s": 2.0},
             "outbox": {"path": str(Path(args.workdir) / f"outbox-{device}.sqlite3")}}}, "<fleet>")
         sink = MqttSink(config)
         sink.start()
@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             children.append(subprocess.Popen(
                 [sys.executable, __file__, "--child", str(count), "--first", str(first), "--port", str(broker.port),
                  "--start-at", repr(start_at), "--workdir", str(workdir), "--rate", str(args.rate),
-                 "--seconds", str(args.seconds), "--state-every", str(args.state_every), "--qos", str(args.qos)],
+                 "--seconds", str(args.seconds), "--state-every", str(args.state_every), "--qos", str(args.qos),
+                 "--device-protocol", args.device_protocol],
                 cwd=REPO, stdout=subprocess.PIPE, stderr=open(workdir / f"devices-{first}.log", "w"), text=True))
         restart = _restart_later(broker, start_at + args.restart_at) if args.restart_at is not None else None
         time.sleep(max(0.0, start_at - time.monotonic()))
@@ -260,7 +261,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         broker.stop()
     report = analyse(args, outputs, consumers, broker, start_at)
     report["restart_downtime_s"] = getattr(restart, "downtime_s", None)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if args.keep:
+        print(f"work directory kept: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
@@ -331,7 +335,8 @@ def analyse(args: argparse.Namespace, outputs: list[dict], consumers: list[Consu
     counters = [c for out in outputs for c in out["counters"].values()]
     lost = sum(gaps.values())
     report = {
-        "devices": args.devices, "rate": args.rate, "seconds": args.seconds, "qos": args.qos,
+        "devices": args.devices, "device_protocol": args.device_protocol, "rate": args.rate, "seconds": args.seconds,
+        "qos": args.qos,
         "restart_at": args.restart_at, "results_sent": results_sent,
         "states_sent": sum(len(s) for s in states_sent.values()), "delivered": delivered,
         "msgs_per_s": round(delivered / window, 1),
@@ -355,8 +360,8 @@ def print_report(report: dict[str, Any], load_before: str) -> None:
     lat, cpu = report["latency_ms"], report["cpu_percent"]
     restart = "no" if report["restart_at"] is None else f"at {report['restart_at']:g} s " \
         f"(down {report['restart_downtime_s']} s)"
-    print(f"\n{report['devices']} devices x {report['rate']:g} results/s + state changes, {report['seconds']:g} s, "
-          f"QoS {report['qos']}, broker restart: {restart}")
+    print(f"\n{report['devices']} devices (MQTT {report['device_protocol']}) x {report['rate']:g} results/s + state "
+          f"changes, {report['seconds']:g} s, QoS {report['qos']}, broker restart: {restart}")
     print(f"host: {cpu_name()}, {os.cpu_count()} CPUs; load average {load_before} before, {load()} after\n")
     print("| msgs/s delivered | latency p50 ms | p99 ms | CPU broker % | CPU devices % | CPU consumers % "
           "| results lost (devices with gaps) | duplicates | state changes sent | lost |")
@@ -380,8 +385,11 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=4, help="device worker processes")
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    parser.add_argument("--device-protocol", choices=("3.1.1", "5"), default="5",
+                        help="the devices' MQTT version (the consumers use 5 for the shared subscription)")
     parser.add_argument("--restart-at", type=float, help="restart the broker this many seconds into the run")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (broker and device logs)")
     for name, kind in (("--child", int), ("--first", int), ("--port", int), ("--start-at", float), ("--workdir", str)):
         parser.add_argument(name, type=kind, help=argparse.SUPPRESS)
     args = parser.parse_args()

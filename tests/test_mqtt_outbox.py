@@ -135,3 +135,38 @@ def test_results_older_than_their_expiry_are_never_sent(broker, collector_factor
     sink.publish_result(make_result(1, mono=time.monotonic() - 4.0))
     assert [m.json()["seq"] for m in collector.wait_for(topic, 1)] == [1]
     assert sink.counters()["expired"] == 1 and sink.counters()["published"] == 1
+
+
+def test_messages_paho_took_while_disconnected_count_as_unacknowledged(tmp_path):
+    """paho's is_published() raises for a message published while disconnected (rc NO_CONN),
+    even once delivered; the fleet load test caught a reconnect stalling on exactly that."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import MQTTErrorCode
+
+    from edgecam.publish.mqtt.pump import OutboxPump
+    from edgecam.publish.mqtt.results import Queued, ResultQueue
+    from edgecam.publish.outbox import Outbox
+
+    def info(mid: int, rc: MQTTErrorCode, published: bool) -> mqtt.MQTTMessageInfo:
+        handle = mqtt.MQTTMessageInfo(mid)
+        handle.rc = rc
+        if published:
+            handle._set_as_published()  # what paho does on the PUBACK
+        return handle
+
+    with pytest.raises(RuntimeError):
+        info(1, MQTTErrorCode.MQTT_ERR_NO_CONN, True).is_published()
+
+    results = ResultQueue(10, 0)
+    items = [Queued("t", b"%d" % i, "c", "r", 0.0) for i in range(3)]
+    results.handed(info(1, MQTTErrorCode.MQTT_ERR_SUCCESS, True), items[0])
+    results.handed(info(2, MQTTErrorCode.MQTT_ERR_NO_CONN, True), items[1])
+    results.handed(info(3, MQTTErrorCode.MQTT_ERR_SUCCESS, False), items[2])
+    assert results.requeue_unacked() == 2 and list(results.pending) == items[1:]
+
+    outbox = Outbox(tmp_path / "o.sqlite3", 1_000_000).open()
+    handles = iter([info(4, MQTTErrorCode.MQTT_ERR_SUCCESS, True), info(5, MQTTErrorCode.MQTT_ERR_NO_CONN, True)])
+    pump = OutboxPump(outbox, lambda entry, retain: next(handles))
+    first, second = outbox.append("a", b"1", True), outbox.append("a", b"2", True)
+    assert pump.pump() == 2  # stops after the NO_CONN one
+    assert pump.collect() == 1 and outbox.pending_after(0, 10) == [second] and first.id < second.id

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -100,6 +100,13 @@ class FailureLog:
 
     def reset(self) -> None:
         self._last_msg = ""
+
+
+def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """``info.is_published()`` without its exceptions. paho raises for a message it took while
+    disconnected (rc NO_CONN) even after delivering it; the sink drops such messages at the
+    next connect before paho can send them (see pump.py), so they are never acknowledged."""
+    return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published()
 
 
 def make_client(config: Config, topics: Topics, props: MessageProperties, queue_limit: int) -> mqtt.Client:

@@ -25,6 +25,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from edgecam.publish.mqtt.connection import acknowledged
 from edgecam.publish.outbox import Entry, Outbox
 
 logger = logging.getLogger("edgecam.publish.mqtt")
@@ -80,7 +81,7 @@ class OutboxPump:
     def collect(self) -> int:
         """Delete the entries the broker acknowledged; returns how many."""
         with self._lock:
-            done = [entry_id for entry_id, info in self._inflight.items() if info.is_published()]
+            done = [entry_id for entry_id, info in self._inflight.items() if acknowledged(info)]
             refused = []
             for entry_id in done:
                 info = self._inflight.pop(entry_id)

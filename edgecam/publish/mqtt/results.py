@@ -24,6 +24,8 @@ from typing import Optional
 
 import paho.mqtt.client as mqtt
 
+from edgecam.publish.mqtt.connection import acknowledged
+
 logger = logging.getLogger("edgecam.publish.mqtt")
 
 
@@ -71,13 +73,13 @@ class ResultQueue:
 
     def handed(self, info: mqtt.MQTTMessageInfo, item: Queued) -> None:
         """A QoS > 0 result is now paho's until its PUBACK."""
-        while self._unacked and self._unacked[0][0].is_published():
+        while self._unacked and acknowledged(self._unacked[0][0]):
             self._unacked.popleft()
         self._unacked.append((info, item))
 
     def requeue_unacked(self) -> int:
         """At a reconnect: results paho had but the broker never acknowledged go back in front."""
-        back = [item for info, item in self._unacked if not info.is_published()]
+        back = [item for info, item in self._unacked if not acknowledged(info)]
         self._unacked.clear()
         self.pending.extendleft(reversed(back))
         self._trim()

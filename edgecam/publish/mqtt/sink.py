@@ -73,7 +73,9 @@ class MqttSink(WorkerMixin, Sink):
         self._topics = Topics.from_config(config)
         self._props = MessageProperties(self._cfg.protocol == "5", config.device_id)
         self._discovery_delay_s = discovery_delay_s
-        self._lock = threading.Lock()  # taken before paho's own locks, never inside a paho callback but on_connect
+        # Taken before paho's own locks. paho callbacks may take it, except on_publish (paho
+        # calls that one holding its message lock, which publish() takes after ours).
+        self._lock = threading.Lock()
         self._results = ResultQueue(self._cfg.queue_size, self._cfg.result_expiry_s)
         self.outbox = outbox if outbox is not None else make_outbox(config)
         self._pump = OutboxPump(self.outbox, self._publish_entry)
@@ -294,14 +296,18 @@ class MqttSink(WorkerMixin, Sink):
             self._counts["connect_failures"] += 1
             self._fail_log(f"MQTT connection refused by broker {self._cfg.host}:{self._cfg.port}: {reason}")
             return
+        requeued = 0
         with self._lock:
-            # paho would now resend what it still holds from the last connection, AFTER this
-            # callback: racing what the worker sends next. Drop it; the outbox and the result
-            # queue resend their part in order (retained topics are republished anyway).
-            client.drop_out_messages()
-            requeued = self._results.requeue_unacked()
             self._connected, self._session_ready, self._online = True, False, False
             self._counts["connects"] += 1
+            try:
+                # paho would now resend what it still holds from the last connection, AFTER this
+                # callback: racing what the worker sends next. Drop it; the outbox and the result
+                # queue resend their part in order (retained topics are republished anyway).
+                client.drop_out_messages()
+                requeued = self._results.requeue_unacked()
+            except Exception:  # never leave the flags half-set: that would stall the sink for good
+                logger.exception("MQTT: resetting after the reconnect failed")
         self._fail_log.reset()
         logger.info("MQTT: connected to %s:%d%s", self._cfg.host, self._cfg.port,
                     f" ({requeued} unacknowledged result(s) queued again)" if requeued else "")
