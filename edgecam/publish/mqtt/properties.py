@@ -29,6 +29,7 @@ class MessageProperties:
         self.enabled = enabled
         self.device = device
         self._cache: dict[tuple[str, str, str], Properties] = {}
+        self._expiring: dict[tuple[str, str, str, int], Properties] = {}
 
     def get(self, content_type: str, camera: str = "", region: str = "") -> Optional[Properties]:
         """Properties without expiry (cached: paho only reads them)."""
@@ -41,11 +42,18 @@ class MessageProperties:
         return props
 
     def expiring(self, content_type: str, camera: str, region: str, expiry_s: float) -> Optional[Properties]:
-        """Properties with a Message Expiry Interval of ``expiry_s`` rounded up to whole seconds."""
+        """Properties with a Message Expiry Interval of ``expiry_s`` rounded up to whole seconds
+        (cached too: a fresh result always has the full interval left)."""
         if not self.enabled:
             return None
-        props = self._build(PacketTypes.PUBLISH, content_type, camera, region)
-        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+        seconds = max(1, math.ceil(expiry_s))
+        key = (content_type, camera, region, seconds)
+        props = self._expiring.get(key)
+        if props is None:
+            if len(self._expiring) >= 4096:  # many regions x every second left: start over
+                self._expiring.clear()
+            props = self._expiring[key] = self._build(PacketTypes.PUBLISH, content_type, camera, region)
+            props.MessageExpiryInterval = seconds
         return props
 
     def will(self, content_type: str) -> Optional[Properties]:
