@@ -78,7 +78,7 @@ def test_changes_made_offline_survive_kill_9_and_arrive_in_order_then_new_ones(t
         collector = Collector(broker, [f"{PREFIX}/+/+/state", f"{PREFIX}/status"])
         second = DaemonProcess(["--config", str(config)], tmp_path)
         try:
-            messages = collector.wait_for(STATE_TOPIC, 2 * SCENES, timeout=120)
+            collector.wait_for(STATE_TOPIC, 2 * SCENES, timeout=120)
             assert second.wait_exit(timeout=60) == 0  # the video ends: a clean stop
         finally:
             second.kill()

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from edgecam.publish.listen import format_line
+from edgecam.publish.listen import format_line, format_state
 from tests.fixtures_mqtt import Broker, free_port, make_result, mqtt_config, wait_until
 
 
@@ -90,6 +90,14 @@ def test_format_line_shows_top3_and_latency():
     assert line.startswith("cam1") and "#42" in line
     assert "tabby 0.80 | tiger cat 0.08 | lynx 0.02" in line
     assert line.endswith("11.0/8.0 ms")  # total = wait 2 + inference 8 + publish 1
+
+
+def test_format_state_shows_the_change_and_when_it_happened():
+    from tests.test_mqtt_outbox import region_state
+
+    line = format_state(region_state("cam1", 1))
+    assert line.startswith("cam1") and "garage/door" in line
+    assert line.endswith("open -> closed (0.900) since 2026-09-21T14:14:20.000Z")
 
 
 def test_listen_unreachable_broker_is_a_clear_message(tmp_path):
