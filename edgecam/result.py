@@ -32,6 +32,9 @@ class Result:
     camera: str = "default"
     region: str = "full"
     handed_mono: Optional[float] = None  # set by the publisher when handed to the sinks
+    # Set by the publisher for results the on_change policy admits: a change (or its
+    # heartbeat) people act on, which the MQTT sink keeps in its durable outbox.
+    durable: bool = False
 
     @property
     def wait_ms(self) -> float:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -29,6 +30,8 @@ from typing import Any, Iterator, Optional
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edgecam.config import Config, parse_config
 from edgecam.errors import ConfigError
@@ -127,6 +130,15 @@ class Broker:
         self.stop()
         return self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or acknowledged."""
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGCONT)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -174,6 +186,7 @@ class Message:
     payload: bytes
     retain: bool
     at: float  # time.monotonic() on arrival
+    props: Any = None  # MQTT 5 properties (collectors with protocol="5")
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -183,18 +196,28 @@ class Collector:
     """A paho subscriber recording every message per topic."""
 
     def __init__(self, broker: Broker, topics: list[str], *, username: Optional[str] = None,
-                 password: Optional[str] = None, ca_cert: Optional[Path] = None, timeout_s: float = 10.0) -> None:
+                 password: Optional[str] = None, ca_cert: Optional[Path] = None, timeout_s: float = 10.0,
+                 protocol: str = "3.1.1", client_id: Optional[str] = None, session_expiry_s: int = 0) -> None:
         self._messages: dict[str, list[Message]] = defaultdict(list)
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{uuid.uuid4().hex[:8]}")
+        self.v5 = protocol == "5"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)
         if ca_cert:
             self.client.tls_set(ca_certs=str(ca_cert))
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.connect(broker.host, broker.port, keepalive=30)
+        props = None
+        if session_expiry_s:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+        if self.v5:
+            self.client.connect(broker.host, broker.port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
         self.client.subscribe([(t, 1) for t in topics])
         if not self._subscribed.wait(timeout_s):
@@ -202,7 +225,8 @@ class Collector:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self._messages[msg.topic].append(Message(bytes(msg.payload), bool(msg.retain), time.monotonic()))
+            self._messages[msg.topic].append(Message(bytes(msg.payload), bool(msg.retain), time.monotonic(),
+                                                     msg.properties if self.v5 else None))
             self._cond.notify_all()
 
     def messages(self, topic: str) -> list[Message]:

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from edgecam.publish.listen import format_line
+from edgecam.publish.listen import format_line, format_state
 from tests.fixtures_mqtt import Broker, free_port, make_result, mqtt_config, wait_until
 
 
@@ -92,6 +92,14 @@ def test_format_line_shows_top3_and_latency():
     assert line.endswith("11.0/8.0 ms")  # total = wait 2 + inference 8 + publish 1
 
 
+def test_format_state_shows_the_change_and_when_it_happened():
+    from tests.test_mqtt_outbox import region_state
+
+    line = format_state(region_state("cam1", 1))
+    assert line.startswith("cam1") and "garage/door" in line
+    assert line.endswith("open -> closed (0.900) since 2026-09-21T14:14:20.000Z")
+
+
 def test_listen_unreachable_broker_is_a_clear_message(tmp_path):
     port = free_port()
     proc = _listen("--port", str(port), "--count", "1", "--timeout", "2")
@@ -114,3 +122,57 @@ def test_listen_auth_errors(broker_factory, monkeypatch):
     assert proc.returncode == 2
     assert f"connection refused by broker 127.0.0.1:{broker.port}: Not authorized" in err
     assert "Traceback" not in err
+
+
+def _read_lines(proc: subprocess.Popen[str], out: list[str]) -> threading.Thread:
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line.rstrip("\n"))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_two_shared_consumers_get_every_message_exactly_once(broker, sink_factory):
+    from tests.test_mqtt_outbox import region_state
+
+    config = mqtt_config(broker, qos=1)
+    sink = sink_factory(config)
+    wait_until(lambda: sink.connected, what="sink connected")
+    consumers = [_listen("--port", str(broker.port), "--share", "workers", "--states", "--json")
+                 for _ in range(2)]
+    lines: list[list[str]] = [[], []]
+    try:
+        for proc in consumers:
+            _wait_listening(proc)
+        readers = [_read_lines(proc, out) for proc, out in zip(consumers, lines)]
+        states = [region_state(config.device_id, i) for i in range(10)]
+        for seq in range(300):
+            sink.publish_result(make_result(seq, device=config.device_id))
+            if seq % 30 == 0:
+                sink.publish_region_state(states[seq // 30])
+        wait_until(lambda: len(lines[0]) + len(lines[1]) >= 310, timeout=60, what="310 lines")
+        time.sleep(0.5)  # a duplicate would be here by now
+    finally:
+        for proc in consumers:
+            proc.terminate()
+            proc.wait(timeout=10)
+    for reader in readers:
+        reader.join(timeout=5)
+    got = [[json.loads(line) for line in out] for out in lines]
+    seqs = sorted(p["seq"] for share in got for p in share if "seq" in p)
+    assert seqs == list(range(300))  # every result, each once
+    received_states = [p for share in got for p in share if "since" in p]
+    assert sorted(received_states, key=lambda p: p["since"]) == states
+    assert all(sum("seq" in p for p in share) > 50 for share in got), [len(s) for s in got]  # the load is split
+
+
+def test_share_needs_mqtt5_and_a_plain_group_name(broker):
+    for args, message in ((["--share", "a/b"], "--share: a group name is non-empty"),
+                          (["--share", "g", "--protocol", "3.1.1"], "need MQTT 5"),
+                          (["--session-expiry", "60"], "--session-expiry needs a fixed --client-id")):
+        proc = _listen("--port", str(broker.port), *args)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 2 and message in err, err

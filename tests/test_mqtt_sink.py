@@ -203,8 +203,12 @@ def test_stop_without_ever_connecting_is_quick_and_quiet(tmp_path, caplog):
     began = time.monotonic()
     sink.stop()
     assert time.monotonic() - began < 2.5
-    assert sink.counters() | {"connect_failures": 0} == {"queued": 3, "dropped": 0, "published": 0, "errors": 0,
-                                                         "connect_failures": 0, "connects": 0, "connected": False}
+    counters = sink.counters()
+    assert counters.pop("outbox") == {"pending": 0, "bytes": 0, "evicted": 0, "durable": False, "in_flight": 0,
+                                      "delivered": 0, "refused": 0}  # (closed by stop())
+    assert counters | {"connect_failures": 0} == {"queued": 3, "dropped": 0, "expired": 0, "published": 0,
+                                                  "errors": 0, "connect_failures": 0, "connects": 0,
+                                                  "connected": False}
     assert any("3 queued result(s) not delivered" in r.getMessage() for r in caplog.records)
     assert any(f"cannot connect to broker 127.0.0.1:{broker.port}: Connection refused" in r.getMessage()
                for r in caplog.records)

@@ -26,6 +26,7 @@ from edgecam.config.sections import (
     InferenceConfig,
     ModelConfig,
     MqttConfig,
+    OutboxConfig,
     Picamera2Config,
     PreviewConfig,
     PublishConfig,
@@ -38,8 +39,9 @@ from edgecam.config.sections import (
 
 __all__ = [
     "DEFAULT_CAMERA", "DEFAULT_REGION", "FULL_FRAME", "MIN_MAX_FPS", "BackoffConfig", "BufferConfig",
-    "CameraConfig", "CollectConfig", "CommandsConfig", "Config", "DiscoveryConfig", "HttpAuthConfig", "HttpPreviewConfig",
-    "InferenceConfig", "ModelConfig", "MqttConfig", "Picamera2Config", "PreviewConfig", "PublishConfig",
+    "CameraConfig", "CollectConfig", "CommandsConfig", "Config", "DiscoveryConfig", "HttpAuthConfig",
+    "HttpPreviewConfig", "InferenceConfig", "ModelConfig", "MqttConfig", "OutboxConfig", "Picamera2Config",
+    "PreviewConfig", "PublishConfig",
     "RegionConfig", "Section", "SkipUnchangedConfig", "SourceConfig", "StatsConfig", "TlsConfig",
     "apply_overrides", "format_validation_error", "load_config", "parse_config",
 ]

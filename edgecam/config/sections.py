@@ -134,6 +134,14 @@ class DiscoveryConfig(Section):
     prefix: str = "homeassistant"
 
 
+class OutboxConfig(Section):
+    """The durable outbox for state changes (edgecam/publish/outbox.py)."""
+
+    enabled: bool = True  # false: state changes wait in memory only (lost on a restart)
+    path: Optional[str] = None  # default: <state directory>/outbox-<device_id>.sqlite3
+    max_bytes: int = Field(8_000_000, ge=65_536, le=2**32)
+
+
 class MqttConfig(Section):
     enabled: bool = True
     host: str = "localhost"
@@ -148,6 +156,10 @@ class MqttConfig(Section):
     password_env: Optional[str] = None
     tls: TlsConfig = TlsConfig()
     queue_size: int = Field(256, ge=1, le=100_000)
+    # Per-frame results older than this (since capture) are never sent; 0 = no limit.
+    result_expiry_s: float = Field(60.0, ge=0, le=86400)
+    session_expiry_s: int = Field(0, ge=0, le=2**32 - 1)  # MQTT 5 only
+    outbox: OutboxConfig = OutboxConfig()
     reconnect: BackoffConfig = BackoffConfig(initial_s=1.0, max_s=60.0)
     commands: CommandsConfig = CommandsConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
@@ -158,6 +170,8 @@ class MqttConfig(Section):
             raise ValueError("password_file/password_env need a username")
         if self.password_file and self.password_env:
             raise ValueError("give password_file or password_env, not both")
+        if self.session_expiry_s and self.protocol != "5":
+            raise ValueError('session_expiry_s needs protocol "5" (MQTT 3.1.1 has no session expiry)')
         return self
 
     @field_validator("topic_prefix")

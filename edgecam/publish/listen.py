@@ -1,10 +1,17 @@
-"""``edgecam listen``: watch the results devices publish, as a table or JSON lines.
+"""``edgecam listen``: watch what devices publish, as a table or JSON lines.
 
 Examples::
 
     edgecam listen                          # every device on localhost:1883
     edgecam listen --device cam1 --json     # one device, raw JSON lines
     edgecam listen --count 3 --json         # exit after 3 results (scripts, tests)
+    edgecam listen --states --json          # region state changes too
+    edgecam listen --share workers --json   # one of several consumers sharing a fleet's load
+
+With ``--share GROUP`` the consumers of one group split the messages (MQTT 5
+shared subscriptions, ``$share/GROUP/...``): each message goes to one of them.
+Give each consumer a fixed ``--client-id`` and ``--session-expiry`` so the
+broker keeps its share while it restarts.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgecam.config import TlsConfig
 from edgecam.errors import ConfigError
-from edgecam.publish.mqtt import configure_tls, describe_connect_error
+from edgecam.publish.mqtt.connection import configure_tls, describe_connect_error
 
 _FATAL_REFUSALS = ("Not authorized", "Bad user name or password")
 
@@ -37,9 +47,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="+", help="device id, or + for all (default: +)")
     p.add_argument("--prefix", default="edgecam", help="topic root before the device id (default: edgecam)")
     p.add_argument("--json", action="store_true", help="print raw JSON lines instead of a table")
-    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N results")
+    p.add_argument("--states", action="store_true", help="print region state changes too (…/<camera>/<region>/state)")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N results (and states)")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="give up (exit 1) after S seconds without reaching --count")
+    p.add_argument("--share", metavar="GROUP",
+                   help="join the shared subscription GROUP: the group's consumers split the messages (MQTT 5)")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="subscription QoS (default: 1)")
+    p.add_argument("--protocol", choices=("3.1.1", "5"),
+                   help="MQTT version (default: 5 with --share or --session-expiry, else 3.1.1)")
+    p.add_argument("--client-id", help="MQTT client id (default: edgecam-listen-<random>)")
+    p.add_argument("--session-expiry", type=int, default=0, metavar="S",
+                   help="MQTT 5: the broker keeps this consumer's session, and queues its messages, for S "
+                        "seconds after it disconnects (needs a fixed --client-id)")
     p.add_argument("--username", help="broker user name")
     p.add_argument("--password-env", metavar="VAR", help="environment variable holding the password")
     p.add_argument("--tls", action="store_true", help="use TLS with the system CAs")
@@ -58,10 +78,43 @@ def format_line(payload: dict[str, Any]) -> str:
             f"{lat.get('total', 0.0):7.1f}/{lat.get('inference', 0.0):.1f} ms")
 
 
-def _make_client(args: argparse.Namespace, events: "queue.Queue[tuple[str, Any]]") -> mqtt.Client:
+def format_state(payload: dict[str, Any]) -> str:
+    """One readable line for a region state change."""
+    where = f"{payload.get('camera', '?')}/{payload.get('region', '?')}"
+    return (f"{payload.get('device', '?'):<14} {where:<24} {payload.get('previous')} -> {payload['label']} "
+            f"({payload.get('score', 0.0):.3f}) since {payload.get('since', '?')}")
+
+
+def _check_args(args: argparse.Namespace) -> str:
+    """Validate the options; returns the MQTT version to use."""
+    if args.count < 0 or args.timeout < 0 or args.session_expiry < 0:
+        raise ConfigError("--count, --timeout and --session-expiry must not be negative")
     if args.password_env and not args.username:
         raise ConfigError("--password-env needs --username")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edgecam-listen-{uuid.uuid4().hex[:8]}")
+    if args.share is not None and (not args.share or any(c in args.share for c in "/+#")):
+        raise ConfigError("--share: a group name is non-empty, without '/', '+' or '#'")
+    needs_5 = args.share is not None or args.session_expiry > 0
+    if needs_5 and args.protocol == "3.1.1":
+        raise ConfigError("--share and --session-expiry need MQTT 5 (--protocol 5)")
+    if args.session_expiry and not args.client_id:
+        raise ConfigError("--session-expiry needs a fixed --client-id (a new id starts a new session)")
+    return args.protocol or ("5" if needs_5 else "3.1.1")
+
+
+def subscriptions(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """(topic filter, shared) pairs: results (and states) shared with --share, status never."""
+    base = f"{args.prefix}/{args.device}"
+    data = [f"{base}/result", f"{base}/+/+/result"] + ([f"{base}/+/+/state"] if args.states else [])
+    if args.share:
+        data = [f"$share/{args.share}/{topic}" for topic in data]
+    return [(topic, bool(args.share)) for topic in data] + [(f"{base}/status", False)]
+
+
+def _make_client(args: argparse.Namespace, v5: bool, events: "queue.Queue[tuple[str, Any]]") -> mqtt.Client:
+    # manual_ack: a QoS 1 message is acknowledged only once its line is on stdout, so a consumer
+    # killed with messages still in its queue gets them again (with a kept session), or another does.
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id or f"edgecam-listen-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True)
     if args.username:
         password = None
         if args.password_env:
@@ -71,52 +124,85 @@ def _make_client(args: argparse.Namespace, events: "queue.Queue[tuple[str, Any]]
         client.username_pw_set(args.username, password)
     if args.tls or args.tls_ca:
         configure_tls(client, TlsConfig(enabled=True, ca_file=args.tls_ca))
-    client.reconnect_delay_set(1, 10)
-    topics = [(f"{args.prefix}/{args.device}/result", 0), (f"{args.prefix}/{args.device}/status", 0)]
+    client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
+    subs = subscriptions(args)
 
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             events.put(("fatal" if str(reason) in _FATAL_REFUSALS else "error",
                         f"connection refused by broker {args.host}:{args.port}: {reason}"))
+        elif args.share and v5 and getattr(props, "SharedSubscriptionAvailable", 1) == 0:
+            events.put(("fatal", f"broker {args.host}:{args.port} does not support shared subscriptions"))
         else:
-            c.subscribe(topics)
-            events.put(("connected", f"listening on {args.host}:{args.port} for {topics[0][0]}"))
+            # Always subscribe, even when the broker says it kept our session: Mosquitto 2.0
+            # restores a persistent session after a restart, but not its shared subscriptions.
+            c.subscribe([_subscription(topic, shared, args.qos, v5) for topic, shared in subs])
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        refused = [(topic, code) for (topic, _), code in zip(subs, codes) if code.is_failure]
+        if refused:
+            events.put(("fatal", "broker refused " + ", ".join(f"{t} ({c})" for t, c in refused)))
+        else:
+            events.put(("connected", f"listening on {args.host}:{args.port} for {subs[0][0]}"))
 
     def on_connect_fail(_c: mqtt.Client, _u: Any) -> None:
         what = describe_connect_error(sys.exc_info()[1])
         events.put(("error", f"cannot connect to MQTT broker {args.host}:{args.port}: {what}; retrying"))
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        events.put(("status" if msg.topic.endswith("/status") else "result", (msg.topic, bytes(msg.payload))))
+        kind = "status" if msg.topic.endswith("/status") else "state" if msg.topic.endswith("/state") else "result"
+        events.put((kind, (msg.topic, bytes(msg.payload), msg.mid, msg.qos)))
 
     client.on_connect, client.on_connect_fail, client.on_message = on_connect, on_connect_fail, on_message
+    client.on_subscribe = on_subscribe
     return client
 
 
+def _subscription(topic: str, shared: bool, qos: int, v5: bool) -> tuple[str, Any]:
+    if not v5:
+        return topic, qos
+    # Retained messages are last values, not events: a shared group must not get them again at
+    # every (re)subscribe (Mosquitto before 2.0.13 sends them to shared subscriptions).
+    return topic, SubscribeOptions(qos=qos, retainHandling=2 if shared else 0)
+
+
 def _show(kind: str, data: Any, as_json: bool) -> bool:
-    """Print one event; True when it was a valid result."""
+    """Print one event; True when it was a valid result or state."""
+    topic, payload = data[:2]
     if kind == "status":
-        topic, payload = data
         print(f"{topic}: {payload.decode('utf-8', 'replace')}", file=sys.stderr if as_json else sys.stdout,
               flush=True)
         return False
-    topic, payload = data
     try:
         obj = json.loads(payload)
-        line = json.dumps(obj, separators=(",", ":")) if as_json else format_line(obj)
+        if as_json:
+            line = json.dumps(obj, separators=(",", ":"))
+        else:
+            line = format_state(obj) if kind == "state" else format_line(obj)
     except (ValueError, TypeError, KeyError, AttributeError) as err:
-        print(f"edgecam listen: ignoring malformed result on {topic}: {err}", file=sys.stderr, flush=True)
+        print(f"edgecam listen: ignoring malformed {kind} on {topic}: {err}", file=sys.stderr, flush=True)
         return False
     print(line, flush=True)
     return True
 
 
+def _connect_properties(args: argparse.Namespace, v5: bool) -> Optional[Properties]:
+    if not (v5 and args.session_expiry):
+        return None
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = args.session_expiry
+    return props
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.count < 0 or args.timeout < 0:
-        raise ConfigError("--count and --timeout must not be negative")
+    v5 = _check_args(args) == "5"
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    client = _make_client(args, events)
-    client.connect_async(args.host, args.port, keepalive=30)
+    client = _make_client(args, v5, events)
+    if v5:  # a persistent consumer resumes its session (and what was queued) even on its first connect
+        client.connect_async(args.host, args.port, keepalive=30, clean_start=not args.session_expiry,
+                             properties=_connect_properties(args, v5))
+    else:
+        client.connect_async(args.host, args.port, keepalive=30)
     client.loop_start()
     deadline: Optional[float] = time.monotonic() + args.timeout if args.timeout else None
     seen, last_error = 0, ""
@@ -134,12 +220,13 @@ def run(args: argparse.Namespace) -> int:
                     return 2
                 continue
             seen += _show(kind, data, args.json)
+            client.ack(data[2], data[3])
             if args.count and seen >= args.count:
                 return 0
         if not args.count:
             return 0
-        print(f"edgecam listen: timed out after {args.timeout:g} s ({seen} of {args.count} results)",
-              file=sys.stderr)
+        print(f"edgecam listen: timed out after {args.timeout:g} s ({seen} of {args.count} "
+              f"{'messages' if args.states else 'results'})", file=sys.stderr)
         return 1
     finally:
         client.disconnect()

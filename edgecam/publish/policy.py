@@ -11,6 +11,7 @@ labels reads as one stable "unknown" to ``on_change``.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Optional
 
@@ -34,14 +35,19 @@ class PublishPolicy(ABC):
     """Decides, result by result, what to publish. Not thread-safe: one caller."""
 
     name: str = "policy"
+    # What this policy admits are state changes, kept until the broker has them (the MQTT
+    # outbox), rather than a stream where a lost or late message is soon superseded.
+    durable: bool = False
 
     def __init__(self, cfg: PublishConfig) -> None:
         self.min_score = cfg.min_score
 
     def admit(self, result: Result, now_mono: float) -> Optional[Result]:
-        """The result to publish (maybe relabelled), or None to suppress it."""
+        """The result to publish (maybe relabelled, marked durable), or None to suppress it."""
         result = apply_min_score(result, self.min_score)
-        return result if self._decide(result, now_mono) else None
+        if not self._decide(result, now_mono):
+            return None
+        return dataclasses.replace(result, durable=True) if self.durable else result
 
     @abstractmethod
     def _decide(self, result: Result, now_mono: float) -> bool: ...
@@ -60,6 +66,9 @@ class OnChangePolicy(PublishPolicy):
     ``heartbeat_s`` seconds so subscribers know the device is still alive."""
 
     name = "on_change"
+    # Heartbeats too: sent through the same ordered outbox, an old heartbeat can never
+    # arrive after a newer change and look like the label changing back.
+    durable = True
 
     def __init__(self, cfg: PublishConfig) -> None:
         super().__init__(cfg)

@@ -1,7 +1,10 @@
 """The publisher thread: a bounded queue between inference and the sinks.
 
 Inference never waits for a sink: ``submit`` drops the oldest queued item when
-the queue is full (counted in ``dropped``). The thread applies the publish
+the queue is full (counted in ``dropped``). Region state changes are never
+dropped here: they wait in a queue of their own (debouncing keeps them rare),
+which the thread empties first, on their way to the sinks' durable outboxes.
+The thread applies the publish
 policy, stamps each result with the moment it is handed to the sinks (the
 ``publish`` part of the latency breakdown) and calls every sink in turn.
 
@@ -25,7 +28,7 @@ from edgecam.result import Result
 
 log = logging.getLogger(__name__)
 
-_RESULT, _STATS, _STATE, _REGION_STATE = "result", "stats", "state", "region_state"
+_RESULT, _STATS, _STATE, _REGION_STATE, _WAKE = "result", "stats", "state", "region_state", "wake"
 DRAIN_S = 0.3  # how long the thread keeps delivering queued items after a stop
 
 
@@ -37,6 +40,7 @@ class PublisherThread:
         # One policy per (camera, region): "on_change" means a change of that region's result.
         self._policies: dict[tuple[str, str], Any] = {}
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queue_size)
+        self._changes: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()  # region states: never dropped
         self._stop = stop_event
         self._on_published = on_published
         self._thread: Optional[threading.Thread] = None
@@ -67,7 +71,7 @@ class PublisherThread:
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + self._changes.qsize()
 
     def submit(self, result: Result) -> None:
         self._put((_RESULT, result))
@@ -79,7 +83,8 @@ class PublisherThread:
         self._put((_STATE, state))
 
     def submit_region_state(self, state: dict[str, Any]) -> None:
-        self._put((_REGION_STATE, state))
+        self._changes.put(state)
+        self._put((_WAKE, None))  # may push out the oldest result, never a change
 
     def set_policy_factory(self, make_policy: Callable[[], Any]) -> None:
         """New publish settings: every region starts over with a fresh policy."""
@@ -93,11 +98,12 @@ class PublisherThread:
                 return
             except queue.Full:
                 try:
-                    self._queue.get_nowait()
+                    kind, _ = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if kind != _WAKE:
                     with self._counter_lock:
                         self.dropped += 1
-                except queue.Empty:
-                    pass
 
     def problems(self) -> list[str]:
         """Why results are not getting out (a sink stalled...); empty when they are."""
@@ -119,6 +125,7 @@ class PublisherThread:
         self._drain(deadline=time.monotonic() + DRAIN_S)
 
     def _drain(self, deadline: float) -> None:
+        self._deliver_changes()
         while time.monotonic() < deadline:
             try:
                 item = self._queue.get_nowait()
@@ -126,11 +133,23 @@ class PublisherThread:
                 return
             self._deliver(item)
 
+    def _deliver_changes(self) -> None:
+        while True:
+            try:
+                state = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            self._to_sinks(_REGION_STATE, state)
+
     def _deliver(self, item: tuple[str, Any]) -> None:
+        self._deliver_changes()  # a change goes out before anything queued after it
         kind, payload = item
         if kind == _RESULT:
             self._deliver_result(payload)
-            return
+        elif kind != _WAKE:
+            self._to_sinks(kind, payload)
+
+    def _to_sinks(self, kind: str, payload: Any) -> None:
         for sink in self.sinks:
             try:
                 if kind == _STATS:

@@ -13,6 +13,9 @@ class Sink(ABC):
 
     ``publish_result`` must not block for long: a sink with its own network
     I/O (MQTT) queues internally and drops oldest-first when its bound is hit.
+    Results marked ``durable`` (admitted by on_change) and region states are
+    state changes: the MQTT sink keeps them in its on-disk outbox until the
+    broker acknowledges them, instead of that queue.
     """
 
     name: str = "sink"

@@ -102,8 +102,10 @@ class ControlMixin:
             "published": self.publisher.published,
             "suppressed": self.publisher.suppressed,
             "publish_dropped": self.publisher.dropped + mqtt.get("dropped", 0) + stdout_dropped,
+            "publish_expired": mqtt.get("expired", 0),
             "queue_depth": self.publisher.queue_depth + mqtt.get("queued", 0),
             "mqtt_connected": mqtt.get("connected") if self.mqtt_sink is not None else None,
+            **_outbox_counters(mqtt.get("outbox")),
             "source_state": next(iter(self.cameras.values())).capture.state,
             "paused": self.paused,
             "cameras": cameras,
@@ -219,3 +221,10 @@ class ControlMixin:
         start = time.perf_counter()
         labels = self.classifier.classify(bgr, k=self.config.model.top_k)
         return labels, (time.perf_counter() - start) * 1000.0
+
+
+def _outbox_counters(outbox: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The MQTT outbox's figures, flat (stats line, /metrics); None without MQTT."""
+    outbox = outbox or {}
+    return {"outbox_pending": outbox.get("pending"), "outbox_evicted": outbox.get("evicted"),
+            "outbox_durable": outbox.get("durable")}

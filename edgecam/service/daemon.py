@@ -267,9 +267,10 @@ class Daemon(ControlMixin):
             self.inference_latency.add(result.inference_ms)
             self.publisher.submit(result)
         for region, state in frame.changes:
-            log.info("state: %s/%s %s -> %s (%.2f)", region.camera, region.name, state.previous,
-                     state.label, state.score)
-            self.publisher.submit_region_state(state.to_payload(self.config.device_id, region.camera, region.name))
+            payload = state.to_payload(self.config.device_id, region.camera, region.name)
+            log.info("state: %s/%s %s -> %s (%.2f) since %s", region.camera, region.name, state.previous,
+                     state.label, state.score, payload["since"])
+            self.publisher.submit_region_state(payload)
         if not self._ready.is_set() and frame.results:
             self._ready.set()
             self.notifier.ready()

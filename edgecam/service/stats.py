@@ -126,4 +126,15 @@ def format_stats_line(stats: dict[str, Any]) -> str:
         f"dropped {stats.get('dropped', 0)}, skipped {stats.get('skipped', 0)}, "
         f"latency p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms, "
         f"cpu {stats.get('cpu_percent', 0):.0f}%, rss {stats.get('rss_mb', 0):.0f} MB"
+        + _outbox_part(stats)
     )
+
+
+def _outbox_part(stats: dict[str, Any]) -> str:
+    """", outbox 3 waiting" while state changes wait for the broker (and where they wait)."""
+    pending = stats.get("outbox_pending")
+    if not pending and not stats.get("outbox_evicted"):
+        return ""
+    where = "" if stats.get("outbox_durable") else " in memory"
+    evicted = f", {stats['outbox_evicted']} evicted" if stats.get("outbox_evicted") else ""
+    return f", outbox {pending} waiting{where}{evicted}"
