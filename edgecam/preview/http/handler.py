@@ -49,6 +49,8 @@ class Handler(BaseHTTPRequestHandler):
         self.reader = DeadlineReader(self.connection, time.monotonic() + self.app.cfg.request_timeout_s)
         self.rfile = io.BufferedReader(self.reader)
         self.responded = False
+        self.error_answered = False
+        self.headers = None  # type: ignore[assignment]  # until parsed
         self.query: dict[str, list[str]] = {}
         self.requestline, self.request_version, self.command = "", "HTTP/1.0", ""  # until parsed
 
@@ -145,8 +147,16 @@ class Handler(BaseHTTPRequestHandler):
     def send_json(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None:
         self.send_bytes(status, json.dumps(payload, default=str).encode("utf-8"), "application/json", headers)
 
+    @property
+    def answered_early(self) -> bool:
+        """An error answer went out on a request that declared a body: the client may still be
+        sending it, so the server must drain before it closes (server.Refuser.linger)."""
+        return self.error_answered and self.headers is not None and (
+            "Content-Length" in self.headers or "Transfer-Encoding" in self.headers)
+
     def _answer_error(self, err: HttpError) -> None:
         self.close_connection = True
+        self.error_answered = True
         if self.responded:  # a stream already sent its headers: all we can do is close
             return
         try:

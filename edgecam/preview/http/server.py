@@ -236,16 +236,23 @@ class _PooledServer(socketserver.TCPServer):
             return
         self._queue.put((request, client_address))
 
+    def finish_request(self, request: Any, client_address: Any) -> Handler:  # type: ignore[override]
+        return self.RequestHandlerClass(request, client_address, self)  # type: ignore[return-value]
+
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             request, client_address = item
+            handler: Optional[Handler] = None
             try:
                 if not self.app.stop_event.is_set():
-                    self.finish_request(request, client_address)
+                    handler = self.finish_request(request, client_address)
             except Exception:
                 self.handle_error(request, client_address)
             finally:
-                self.shutdown_request(request)
+                if handler is not None and handler.answered_early:
+                    self.refuser.linger(request)  # the body may still be arriving: see Refuser
+                else:
+                    self.shutdown_request(request)
                 self.app.limits.close_connection()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -262,7 +269,7 @@ def _raw_busy_response(message: str) -> bytes:
 
 class Refuser:
     """Answers connections over the cap with a fixed 503 without blocking the
-    accept thread, then reads and discards what the client still sends until it
+    accept thread (and takes over connections a worker answered early), then reads and discards what the client still sends until it
     closes (at most linger_s): closing with unread data would reset the
     connection and the client would see an error instead of the 503."""
 
@@ -289,6 +296,18 @@ class Refuser:
         try:
             sock.setblocking(False)
             sock.send(self._response)  # a few hundred bytes: fits an empty send buffer
+        except OSError:
+            sock.close()
+            return
+        self.linger(sock)
+
+    def linger(self, sock: socket.socket) -> None:
+        """Close ``sock`` once the client has closed its side (or after linger_s), reading and
+        discarding what it still sends: also for answers a worker sent before reading a body
+        (413, 415, 401...), which a client that sends everything before reading would
+        otherwise lose to the reset."""
+        try:
+            sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             sock.close()
