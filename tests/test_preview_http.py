@@ -264,3 +264,24 @@ def test_port_in_use_is_a_config_error(start_preview) -> None:
     cfg = HttpPreviewConfig(enabled=True, port=srv.preview.port)
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{srv.preview.port}"):
         HttpPreview(cfg, PreviewHub(5), ControlDouble()).start()
+
+
+@pytest.mark.parametrize("request_line, status", [
+    (b"GET / JUNK", 400), (b"GET / HTTP/2.0", 505), (b"POST /classify HTTP/1.1\r\nX-Big: " + b"x" * 70_000, 431),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.0", 414),
+])
+def test_a_request_http_server_cannot_parse_gets_a_status_line_and_json(start_preview, request_line: bytes,  # noqa: F811
+                                                                         status: int) -> None:
+    """http.server answers a bad request line with its HTML error page and, when it could not
+    read an HTTP version, without a status line or headers at all (HTTP/0.9 style): a client
+    cannot even tell it was an error. Found by the reliability harness's request fuzzer."""
+    srv = start_preview(feed=False)
+    with srv.connect() as sock:
+        sock.sendall(request_line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 %d " % status), answer[:200]
+    assert b"Content-Type: application/json" in head and b"Server: edgecam\r\n" in head
+    assert "error" in json.loads(body)

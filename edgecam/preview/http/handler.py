@@ -154,6 +154,14 @@ class Handler(BaseHTTPRequestHandler):
         return self.error_answered and self.headers is not None and (
             "Content-Length" in self.headers or "Transfer-Encoding" in self.headers)
 
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """Errors http.server finds itself (a bad request line or version, a header too long):
+        answered like every other error, a status line and JSON. The stdlib's own answer is an
+        HTML page, sent without status line or headers when it could not read an HTTP version."""
+        if self.request_version == "HTTP/0.9":  # what parse_request assumes until it reads one
+            self.request_version = "HTTP/1.0"
+        self._answer_error(HttpError(code, message or self.responses.get(code, ("bad request",))[0]))
+
     def _answer_error(self, err: HttpError) -> None:
         self.close_connection = True
         self.error_answered = True
