@@ -69,8 +69,8 @@ class Plan:
 
 def plan(args: argparse.Namespace) -> Plan:
     if args.short:
-        return Plan(restarts=2, down_s=2.0, load_s=6.0, fuzz_http=120, fuzz_commands=60, fuzz_configs=200,
-                    soak_s=20.0, sample_s=1.0, rss_growth_mb=16.0)
+        return Plan(restarts=3, down_s=2.0, load_s=6.0, fuzz_http=400, fuzz_commands=100, fuzz_configs=300,
+                    soak_s=30.0, sample_s=1.0, rss_growth_mb=16.0)
     return Plan(restarts=5, down_s=3.0, load_s=20.0, fuzz_http=1000, fuzz_commands=300, fuzz_configs=1000,
                 soak_s=args.minutes * 60.0, sample_s=5.0, rss_growth_mb=16.0)
 
