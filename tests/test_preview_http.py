@@ -268,7 +268,8 @@ def test_port_in_use_is_a_config_error(start_preview) -> None:
 
 @pytest.mark.parametrize("request_line, status", [
     (b"GET / JUNK", 400), (b"GET / HTTP/2.0", 505), (b"POST /classify HTTP/1.1\r\nX-Big: " + b"x" * 70_000, 431),
-    (b"GET /" + b"a" * 70_000 + b" HTTP/1.0", 414),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.0", 414), (b"GET /health HTTP/0.9", 505), (b"GET /health", 505),
+    (b"POST /metrics HTTP/0.9", 505),
 ])
 def test_a_request_http_server_cannot_parse_gets_a_status_line_and_json(start_preview, request_line: bytes,  # noqa: F811
                                                                          status: int) -> None:

@@ -154,6 +154,17 @@ class Handler(BaseHTTPRequestHandler):
         return self.error_answered and self.headers is not None and (
             "Content-Length" in self.headers or "Transfer-Encoding" in self.headers)
 
+    def parse_request(self) -> bool:
+        """http.server's parser, refusing HTTP/0.9 (a request line without a version, or with
+        "HTTP/0.9"): its answers have no status line and no headers, so neither a client nor a
+        proxy could tell an error from a page."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(505, "HTTP/0.9 is not supported: send HTTP/1.0 or HTTP/1.1")
+            return False
+        return True
+
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors http.server finds itself (a bad request line or version, a header too long):
         answered like every other error, a status line and JSON. The stdlib's own answer is an
