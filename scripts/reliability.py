@@ -65,14 +65,15 @@ class Plan:
     soak_s: float
     sample_s: float
     rss_growth_mb: float
+    fixed_examples: bool  # the fuzzers draw the same examples every run (CI), or new ones
 
 
 def plan(args: argparse.Namespace) -> Plan:
     if args.short:
         return Plan(restarts=3, down_s=2.0, load_s=6.0, fuzz_http=400, fuzz_commands=100, fuzz_configs=300,
-                    soak_s=30.0, sample_s=1.0, rss_growth_mb=16.0)
+                    soak_s=30.0, sample_s=1.0, rss_growth_mb=16.0, fixed_examples=True)
     return Plan(restarts=5, down_s=3.0, load_s=20.0, fuzz_http=1000, fuzz_commands=300, fuzz_configs=1000,
-                soak_s=args.minutes * 60.0, sample_s=5.0, rss_growth_mb=16.0)
+                soak_s=args.minutes * 60.0, sample_s=5.0, rss_growth_mb=16.0, fixed_examples=False)
 
 
 def model_path() -> Path:
@@ -220,10 +221,11 @@ class Harness:
     def fuzz(self) -> None:
         samples = {"jpeg": sample_jpeg(), "png": small_png(), "bomb": hostile_uploads()[0][1][:4096]}
         alive = lambda: self.daemon.alive  # noqa: E731
-        http = fuzz_http(self.daemon.http_port, samples, self.plan.fuzz_http, REQUEST_TIMEOUT_S + 5, alive)
-        commands = fuzz_commands(self.sub.publish_command, self.sub.probe, self.plan.fuzz_commands, alive)
+        fixed = self.plan.fixed_examples
+        http = fuzz_http(self.daemon.http_port, samples, self.plan.fuzz_http, REQUEST_TIMEOUT_S + 5, alive, fixed)
+        commands = fuzz_commands(self.sub.publish_command, self.sub.probe, self.plan.fuzz_commands, alive, fixed)
         self.sub.publish_command(b"", True)  # clear a retained command the fuzzer left
-        configs = fuzz_configs(self.dir, self.plan.fuzz_configs)
+        configs = fuzz_configs(self.dir, self.plan.fuzz_configs, fixed=fixed)
         for outcome in (http, commands, configs):
             self.row(f"fuzzed {outcome.name}: examples broken", f"{len(outcome.failures)} of {outcome.examples} "
                      f"({outcome.seconds:.0f} s){': ' + '; '.join(outcome.failures) if outcome.failures else ''}",

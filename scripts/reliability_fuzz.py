@@ -49,11 +49,12 @@ class TargetDied(Exception):
 
 
 def _run(outcome: FuzzOutcome, strategy: st.SearchStrategy, examples: int, check: Callable[[Any], None],
-         alive: Callable[[], bool] = lambda: True) -> None:
+         alive: Callable[[], bool] = lambda: True, fixed: bool = False) -> None:
     """Run ``check`` on ``examples`` draws; a raised AssertionError is a failure (recorded, not
-    shrunk: the harness reports, the unit tests pin down). Stops once ``alive()`` is false."""
+    shrunk: the harness reports, the unit tests pin down). Stops once ``alive()`` is false.
+    ``fixed``: the same examples every run (CI's gate must not depend on luck); otherwise new ones."""
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=fixed,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def each(value: Any) -> None:
@@ -146,7 +147,7 @@ def send_raw(port: int, request: bytes, timeout_s: float) -> tuple[Optional[int]
 
 
 def fuzz_http(port: int, samples: dict[str, bytes], examples: int, timeout_s: float,
-              alive: Callable[[], bool] = lambda: True) -> FuzzOutcome:
+              alive: Callable[[], bool] = lambda: True, fixed: bool = False) -> FuzzOutcome:
     outcome = FuzzOutcome("HTTP requests")
 
     def check(request: bytes) -> None:
@@ -154,7 +155,7 @@ def fuzz_http(port: int, samples: dict[str, bytes], examples: int, timeout_s: fl
         assert status is not None, problem
         assert status in ALLOWED_STATUSES, f"HTTP {status}"
 
-    _run(outcome, http_requests(samples), examples, check, alive)
+    _run(outcome, http_requests(samples), examples, check, alive, fixed)
     status, problem = send_raw(port, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", timeout_s)
     if status not in (200, 503):
         outcome.fail(f"/health after the fuzz: {status or problem}")
@@ -186,7 +187,7 @@ def commands() -> st.SearchStrategy[tuple[bytes, bool]]:
 
 
 def fuzz_commands(publish: Callable[[bytes, bool], None], probe: Callable[[], Optional[float]],
-                  examples: int, alive: Callable[[], bool] = lambda: True) -> FuzzOutcome:
+                  examples: int, alive: Callable[[], bool] = lambda: True, fixed: bool = False) -> FuzzOutcome:
     """``publish(payload, retain)`` sends one; ``probe()`` sends a status command and returns
     the seconds its reply took, or None when none came."""
     outcome = FuzzOutcome("MQTT commands")
@@ -195,7 +196,7 @@ def fuzz_commands(publish: Callable[[bytes, bool], None], probe: Callable[[], Op
         publish(*value)
         assert probe() is not None, "no reply to a status probe after it"
 
-    _run(outcome, commands(), examples, check, alive)
+    _run(outcome, commands(), examples, check, alive, fixed)
     return outcome
 
 
@@ -255,7 +256,7 @@ def _lookup(path: tuple) -> Any:
     return node
 
 
-def fuzz_configs(workdir: Path, examples: int, max_seconds: float = 1.0) -> FuzzOutcome:
+def fuzz_configs(workdir: Path, examples: int, max_seconds: float = 1.0, fixed: bool = False) -> FuzzOutcome:
     outcome = FuzzOutcome("config files")
     path = workdir / "fuzzed.yaml"
 
@@ -271,5 +272,5 @@ def fuzz_configs(workdir: Path, examples: int, max_seconds: float = 1.0) -> Fuzz
         took = time.monotonic() - started
         assert took < max_seconds, f"took {took:.2f} s"
 
-    _run(outcome, config_texts(), examples, check)
+    _run(outcome, config_texts(), examples, check, fixed=fixed)
     return outcome
