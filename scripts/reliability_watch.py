@@ -80,6 +80,15 @@ class Daemon:
         status, body = http_get(self.http_port, "/api/latest")
         return json.loads(body)["stats"] if status == 200 else {}
 
+    def classified(self) -> int:
+        """Frames the daemon classified so far, over all cameras (its own counter)."""
+        return sum(camera["processed"] for camera in self.stats().get("cameras", {}).values())
+
+    def classify_rate(self, seconds: float) -> float:
+        before, started = self.classified(), time.monotonic()
+        time.sleep(seconds)
+        return (self.classified() - before) / (time.monotonic() - started)
+
     def settled_stats(self, sub: "Subscriber", timeout_s: float = 30.0) -> dict[str, Any]:
         """The counters once nothing is in flight: queues empty, outbox acknowledged, and the
         subscriber's count still for 2 s (call after pausing)."""

@@ -24,8 +24,9 @@ from reliability_fuzz import fuzz_configs  # noqa: E402
 from reliability_watch import Subscriber  # noqa: E402
 
 EXPECTED_CHECKS = (
-    "start: first result over MQTT", "broker stopped", "HTTP load, 16 clients", "slow-drip client",
-    "thrown in", "fuzzed HTTP requests", "fuzzed MQTT commands", "fuzzed config files",
+    "start: first result over MQTT", "idle: frames classified", "broker stopped", "HTTP load, 16 clients",
+    "HTTP load: camera frames classified", "slow-drip client",
+    "bomb thrown in", "fuzzed HTTP requests", "fuzzed MQTT commands", "fuzzed config files",
     "results flow again after the fuzz", "soak", "results: handed to MQTT = received + dropped + expired",
     "region demo/full: state changes received", "region demo/centre: state changes received",
     "SIGTERM", "daemon log: tracebacks",
