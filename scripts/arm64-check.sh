@@ -9,7 +9,7 @@
 #      accepted only between labels the host itself scores as tied);
 #   2. the image pipeline (crop, colour order, mean/std) is bit-identical, and raw model
 #      outputs agree within limits derived from why x86 and ARM INT8 kernels differ
-#      (scripts/arm64/tolerance.py; FP32 < 1e-4), top-1 where the host's margin allows;
+#      (edgecam/bench/arm64/tolerance.py; FP32 < 1e-4), top-1 where the host's margin allows;
 #   3. `edgecam run` on a clip publishes results to a Mosquitto broker on the
 #      host, and exits 0 on SIGTERM.
 # Prints a short report and exits non-zero on any disagreement or failure.
@@ -20,14 +20,14 @@
 #   --keep        leave the unpacked root in CACHE/root after the run (to look inside)
 #   --only STEPS  run only these checks, comma-separated: classify,outputs,run (default: all)
 #   --fault KIND  break the arm side's preprocessing on purpose, to see the check fail:
-#                 bgr, mean, std, stretch or linear (scripts/arm64/dump_outputs.py FAULTS)
+#                 bgr, mean, std, stretch or linear (edgecam/bench/arm64/dump_outputs.py FAULTS)
 # Needs root (debootstrap, chroot, mount) and the host venv (.venv, with torch for the model build).
 # Timings under emulation say nothing about a real Pi.
 set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HELPERS="$REPO/scripts/arm64"
+HELPERS="$REPO/edgecam/bench/arm64"
 HOST_PY=${EDGECAM_HOST_PYTHON:-$REPO/.venv/bin/python}
 SUITE=bookworm
 RECIPE=1                  # bump when the way the root is made changes: forces a rebuild
@@ -47,7 +47,7 @@ FAILS=0
 ROOT=""
 
 # shellcheck source-path=SCRIPTDIR source=arm64/checks.sh
-source "$HELPERS/checks.sh"
+source "$REPO/scripts/arm64/checks.sh"
 
 say() { printf 'arm64-check: %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -343,7 +343,7 @@ main() {
   build_models
   mkdir -p "$ROOT$CHECK"
   cp "$HELPERS/dump_outputs.py" "$ROOT$CHECK/"
-  "$HOST_PY" "$HELPERS/host_prep.py" --work "$ROOT$CHECK" "${HOST_MODELS[@]}" >&2
+  "$HOST_PY" -m edgecam.bench.arm64.host_prep --work "$ROOT$CHECK" "${HOST_MODELS[@]}" >&2
   report "== edgecam arm64 check: Raspberry Pi $PI (QEMU_CPU=$CPU_MODEL) =="
   [ -z "$FAULT" ] || report "fault injected on the arm side: --fault $FAULT (this run must FAIL)"
   derive_tolerance

@@ -1,8 +1,8 @@
 """Shared pytest configuration. Fixtures live in one module per concern."""
 
 pytest_plugins = [
-    "tests.fixtures_model",
-    "tests.fixtures_mqtt",
+    "tests.support.models",
+    "tests.support.mqtt",
 ]
 
 import pytest

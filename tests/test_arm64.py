@@ -18,7 +18,6 @@ comparison/tolerance tests (natively, on a real INT8 model) are fast and always 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "arm64-check.sh"
-HELPERS = REPO / "scripts" / "arm64"
+HELPERS = REPO / "edgecam" / "bench" / "arm64"
 
 
 def _cache_dir() -> str:
@@ -168,16 +167,10 @@ def test_arm64_helpers_only_import_the_runtime() -> None:
 
 
 def _helpers(monkeypatch: pytest.MonkeyPatch):
-    """scripts/arm64's compare, tolerance and dump_outputs modules, imported from their folder."""
-    monkeypatch.syspath_prepend(str(HELPERS))
-    modules = []
-    for name in ("compare", "dump_outputs", "tolerance"):
-        spec = importlib.util.spec_from_file_location(name, HELPERS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, name, module)
-        spec.loader.exec_module(module)
-        modules.append(module)
-    return modules
+    """The arm64 check's compare, dump_outputs and tolerance modules (edgecam.bench.arm64)."""
+    from edgecam.bench.arm64 import compare, dump_outputs, tolerance
+
+    return [compare, dump_outputs, tolerance]
 
 
 def _save(folder: Path, stem: str, rows: dict[str, np.ndarray]) -> None:

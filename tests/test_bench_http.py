@@ -1,4 +1,4 @@
-"""scripts/bench_http.py's run_load, imported as the reliability harness will
+"""edgecam/bench/http.py's run_load, imported as the reliability harness will
 import it, against a real preview server: it counts 200s, 503s and errors apart."""
 
 from __future__ import annotations
@@ -10,23 +10,12 @@ from pathlib import Path
 
 import cv2
 
-from tests.fixtures_preview import start_preview  # noqa: F401
-from tests.preview_control import chelsea_bgr
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_http.py"
-
-
-def _bench_http():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_http", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_http"] = module
-    spec.loader.exec_module(module)
-    return module
-
+from tests.support.web import start_preview  # noqa: F401
+from tests.support.web_control import chelsea_bgr
 
 def test_run_load_counts_answers_by_kind(start_preview) -> None:
-    bench = _bench_http()
+    from edgecam.bench import http as bench
+
     srv = start_preview(workers=1, max_streams=1, max_connections=2)
     jpeg = cv2.imencode(".jpg", chelsea_bgr())[1].tobytes()
     result = bench.run_load("127.0.0.1", srv.port, clients=4, seconds=1.0, body=jpeg)

@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
-sys.path.insert(0, str(SCRIPTS))
 
-from bench_common import fmt_spread, per_frame_by_group, spread  # noqa: E402
+from edgecam.bench.common import fmt_spread, per_frame_by_group, spread
 
-CHILD_RSS = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); from bench_common import peak_rss_mb; "
+CHILD_RSS = ("import json, resource, sys; from edgecam.bench.common import peak_rss_mb; "
              "print(json.dumps([peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")
 
 
@@ -29,7 +27,7 @@ def test_a_child_reports_its_own_peak_rss_not_its_parents() -> None:
     ballast = bytearray(400 * 2**20)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: the parent's RSS is now > 400 MB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 400
-    out = subprocess.run([sys.executable, "-c", CHILD_RSS, str(SCRIPTS)], check=True, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", CHILD_RSS], check=True, capture_output=True,
                          text=True).stdout
     own, inherited = json.loads(out)
     del ballast
@@ -59,7 +57,7 @@ def test_per_frame_split_groups_threads_and_counts_new_ones() -> None:
 @pytest.mark.slow
 def test_pipeline_benchmark_prints_rounds_ratios_and_thread_split(resnet_int8: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_pipeline.py"), "--model", str(resnet_int8), "--seconds", "0.5",
+        [sys.executable, "-m", "edgecam.bench.pipeline", "--model", str(resnet_int8), "--seconds", "0.5",
          "--repeat", "2", "--phases", "raw", "daemon"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -85,7 +83,7 @@ def _cells(line: str) -> list[str]:
 @pytest.mark.slow
 def test_model_benchmark_children_tutorial_torchscript_and_ort(resnet_int8: Path) -> None:
     def child(kind: str, *extra: str) -> dict:
-        proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_model.py"), "--child", kind, "--threads", "1",
+        proc = subprocess.run([sys.executable, "-m", "edgecam.bench.model", "--child", kind, "--threads", "1",
                                "--runs", "3", *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -97,7 +95,7 @@ def test_model_benchmark_children_tutorial_torchscript_and_ort(resnet_int8: Path
 
 
 def test_pipeline_benchmark_per_step_costs(resnet_int8: Path) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_pipeline.py"), "--model", str(resnet_int8), "--steps"],
+    proc = subprocess.run([sys.executable, "-m", "edgecam.bench.pipeline", "--model", str(resnet_int8), "--steps"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {cells[0]: float(cells[1]) for cells in map(_cells, proc.stdout.splitlines())
@@ -107,7 +105,7 @@ def test_pipeline_benchmark_per_step_costs(resnet_int8: Path) -> None:
 
 
 def test_cameras_benchmark_helpers_count_batches_once_and_rates_per_camera() -> None:
-    from bench_cameras import busy_fraction, camera_rates, region_latency
+    from edgecam.bench.cameras import busy_fraction, camera_rates, region_latency
 
     # (camera, region, total ms, classifier start, end): the two crops of one batch share a run
     rows = [("cam1", "full", 10.0, 1.0, 1.1), ("cam1", "door", 12.0, 1.0, 1.1), ("cam2", "full", 20.0, 2.0, 2.3)]
@@ -120,7 +118,7 @@ def test_cameras_benchmark_helpers_count_batches_once_and_rates_per_camera() -> 
 
 def test_cameras_benchmark_prints_its_table_micro_table_and_three_targets(resnet_int8: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_cameras.py"), "--model", str(resnet_int8), "--cameras", "1", "2",
+        [sys.executable, "-m", "edgecam.bench.cameras", "--model", str(resnet_int8), "--cameras", "1", "2",
          "--regions", "3", "--seconds", "0.5", "--warmup", "0.5", "--repeat", "1", "--micro-runs", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 Every one must end in one ConfigError naming the file, quickly and in bounded memory: never a
 traceback (RecursionError, ValueError), never a read of an endless file. Found by the reliability
-harness's config fuzzer (scripts/reliability.py).
+harness's config fuzzer (edgecam/bench/reliability/run.py).
 """
 
 from __future__ import annotations

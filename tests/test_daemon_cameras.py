@@ -21,9 +21,9 @@ from edgecam.publish.sink import Sink
 from edgecam.service.daemon import Daemon
 from edgecam.sources.base import FrameSource
 from edgecam.sources.memory import MemorySource
-from tests.daemon_process import DaemonProcess, write_config
-from tests.fixtures_mqtt import Collector, wait_until
-from tests.media import moving_frames, photo_bgr, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
+from tests.support.mqtt import Collector, wait_until
+from edgecam.bench.media import moving_frames, photo_bgr, write_video
 
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
 DEVICE = "cams"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, write_config
-from tests.media import moving_frames, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
+from edgecam.bench.media import moving_frames, write_video
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.daemon_process import DaemonProcess, write_config
-from tests.fixtures_mqtt import Collector, free_port
-from tests.media import moving_frames, write_video
-from tests.notify import NotifyListener
+from tests.support.daemon_process import DaemonProcess, write_config
+from tests.support.mqtt import Collector, free_port
+from edgecam.bench.media import moving_frames, write_video
+from tests.support.notify import NotifyListener
 
 WEDGED = [sys.executable, str(Path(__file__).with_name("wedged_daemon.py"))]
 QUIET_S = 3.0  # a window with no ping in it: 6 missed pings at the 0.5 s cadence

@@ -16,9 +16,9 @@ from edgecam.config import parse_config
 from edgecam.publish.sink import Sink
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from tests.daemon_process import DaemonProcess, write_config
-from tests.fixtures_mqtt import Collector, wait_until
-from tests.media import moving_frames, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
+from tests.support.mqtt import Collector, wait_until
+from edgecam.bench.media import moving_frames, write_video
 
 DEVICE = "mqttcam"
 

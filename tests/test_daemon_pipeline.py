@@ -19,7 +19,7 @@ from edgecam.publish.sink import Sink
 from edgecam.result import Result
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from tests.media import moving_frames, photo_bgr
+from edgecam.bench.media import moving_frames, photo_bgr
 
 
 class CollectingSink(Sink):

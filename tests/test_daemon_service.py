@@ -21,8 +21,8 @@ from edgecam.config import parse_config
 from edgecam.model.classifier import Classifier
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from tests.daemon_process import DaemonProcess, write_config
-from tests.media import moving_frames, photo_bgr, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
+from edgecam.bench.media import moving_frames, photo_bgr, write_video
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from edgecam.dataset.store import DatasetError, RegionStore, dhash, distance
 from edgecam.model.types import Label
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region, resolve
-from tests.fixtures_mqtt import make_result, wait_until
-from tests.media import photo_bgr
+from tests.support.mqtt import make_result, wait_until
+from edgecam.bench.media import photo_bgr
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "moon", "brick", "grass", "gravel")
 
@@ -154,7 +154,7 @@ def _collecting_daemon(model: Path, folder: Path, max_files: int = 100):
     from edgecam.config import parse_config
     from edgecam.service.daemon import Daemon
     from edgecam.sources.memory import MemorySource
-    from tests.media import moving_frames
+    from edgecam.bench.media import moving_frames
 
     config = parse_config({
         "device_id": "collect", "mqtt": {"enabled": False}, "model": {"path": str(model), "threads": 1},

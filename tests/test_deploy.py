@@ -19,9 +19,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from tests.daemon_process import DaemonProcess, write_config
-from tests.fixtures_mqtt import Collector, free_port
-from tests.media import moving_frames, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
+from tests.support.mqtt import Collector, free_port
+from edgecam.bench.media import moving_frames, write_video
 
 RESNET, EFFNET = "resnet18_160_int8", "efficientnet_lite0_160_int8"
 

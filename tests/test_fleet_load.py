@@ -1,4 +1,4 @@
-"""A small run of the fleet load test (scripts/fleet_load.py): real MqttSinks, a real
+"""A small run of the fleet load test (edgecam/bench/fleet/load.py): real MqttSinks, a real
 Mosquitto, two `edgecam listen --share` consumers. No timing is asserted, only that
 every message arrives exactly once at QoS 1 and that the report says so."""
 
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_a_small_fleet_loses_nothing_and_the_group_splits_the_load(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "fleet_load.py"), "--devices", "3", "--rate", "5",
+    proc = subprocess.run([sys.executable, "-m", "edgecam.bench.fleet.load", "--devices", "3", "--rate", "5",
                            "--seconds", "3", "--state-every", "1", "--procs", "2", "--json", str(out)],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr

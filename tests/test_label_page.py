@@ -16,9 +16,9 @@ import pytest
 from edgecam.config import parse_config
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from tests.chromium_cdp import Chromium
-from tests.fixtures_mqtt import wait_until
-from tests.media import moving_frames
+from tests.support.chromium_cdp import Chromium
+from tests.support.mqtt import wait_until
+from edgecam.bench.media import moving_frames
 from tests.test_preview_page import _CDP_FLAGS, _chromium
 
 

@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 
-from edgecam.publish.listen import format_line, format_state
-from tests.fixtures_mqtt import Broker, free_port, make_result, mqtt_config, wait_until
+from edgecam.publish.mqtt.listen import format_line, format_state
+from tests.support.mqtt import Broker, free_port, make_result, mqtt_config, wait_until
 
 
 def _listen(*args: str) -> subprocess.Popen[str]:

@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from edgecam.model.build import build_model, load_model
-from edgecam.model.build.export import check_single_file
-from edgecam.model.build.weights import imagenet_labels
+from edgecam.export import build_model, load_model
+from edgecam.export.export import check_single_file
+from edgecam.export.weights import imagenet_labels
 from edgecam.model.classifier import Classifier, is_untrained
 from edgecam.model.metadata import DEFAULT_LAYOUT, info_from_props, info_to_props
 
@@ -91,7 +91,7 @@ def test_up_to_date_build_is_skipped_and_force_rebuilds(resnet_random_nhwc_model
     assert report.skipped and resnet_random_nhwc_models.int8.stat().st_mtime_ns == before
     assert "up to date" in report.format()
     changed = dataclasses.replace(options, calib_count=options.calib_count + 1)
-    from edgecam.model.build import up_to_date
+    from edgecam.export import up_to_date
 
     assert not up_to_date(changed)  # different options: would rebuild
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecam.model.build.calibration import augment
+from edgecam.export.calibration import augment
 from edgecam.model.classifier import Classifier
 from edgecam.model.preprocess import Preprocessor
 

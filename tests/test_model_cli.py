@@ -11,14 +11,14 @@ import cv2
 import pytest
 
 from edgecam.errors import ModelError
-from edgecam.model.build import BuildOptions, ensure_default_model, output_paths
-from edgecam.model.build.weights import (
+from edgecam.export import BuildOptions, ensure_default_model, output_paths
+from edgecam.export.weights import (
     RESNET18_FILE,
     WeightsUnavailableError,
     resnet18_cache_path,
 )
-from edgecam.model.cli import default_model
-from tests.fixtures_model import TEST_CALIB, TEST_HOLDOUT
+from edgecam.cli.model import default_model
+from edgecam.bench.models import TEST_CALIB, TEST_HOLDOUT
 from tests.test_model_errors import run_cli
 
 # Simulated "offline": an empty torch cache and an HTTPS proxy on a closed port,
@@ -113,7 +113,7 @@ def test_build_imagenet_offline_names_the_cache_path(tmp_path):
 def test_imagenet_weights_with_the_real_cache():
     """With the machine's own torch cache: the real weights load where the file is
     there, and where it is not (offline CI) the error names exactly where to put it."""
-    from edgecam.model.build import load_model
+    from edgecam.export import load_model
 
     if resnet18_cache_path().exists():
         model = load_model("resnet18", "imagenet", 160)

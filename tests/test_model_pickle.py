@@ -8,7 +8,7 @@ import pytest
 
 from edgecam.cli import main
 from edgecam.errors import ModelBuildError
-from edgecam.model.build import load_model
+from edgecam.export import load_model
 
 
 class _Evil:

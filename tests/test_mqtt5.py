@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.fixtures_mqtt import Collector, FakeControl, make_result, mqtt_config, wait_until
+from tests.support.fake_control import FakeControl
+from tests.support.mqtt import Collector, make_result, mqtt_config, wait_until
 from tests.test_mqtt_outbox import region_state
 
 

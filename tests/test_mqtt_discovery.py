@@ -8,10 +8,10 @@ import time
 from edgecam import __version__
 from edgecam.config import parse_config
 from edgecam.model.types import Label
-from edgecam.publish.discovery import discovery_payload
+from edgecam.publish.mqtt.discovery import discovery_payload
 from edgecam.regions.debounce import RegionState
 from edgecam.service.stats import LatencyWindow, StatsCollector
-from tests.fixtures_mqtt import make_result, mqtt_config, wait_until
+from tests.support.mqtt import make_result, mqtt_config, wait_until
 
 
 def _resolve(path: str, obj):

@@ -12,7 +12,7 @@ import pytest
 
 from edgecam.model.types import Label
 from edgecam.regions.debounce import RegionState
-from tests.fixtures_mqtt import make_result, mqtt_config, wait_until
+from tests.support.mqtt import make_result, mqtt_config, wait_until
 
 BASE_WALL = 1_790_000_000.0  # original times far from "now": a re-stamped payload would show
 
@@ -145,7 +145,7 @@ def test_messages_paho_took_while_disconnected_count_as_unacknowledged(tmp_path)
 
     from edgecam.publish.mqtt.pump import OutboxPump
     from edgecam.publish.mqtt.results import Queued, ResultQueue
-    from edgecam.publish.outbox import Outbox
+    from edgecam.publish.mqtt.outbox import Outbox
 
     def info(mid: int, rc: MQTTErrorCode, published: bool) -> mqtt.MQTTMessageInfo:
         handle = mqtt.MQTTMessageInfo(mid)

@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from edgecam.publish.policy import apply_min_score
-from tests.fixtures_mqtt import make_result
+from tests.support.mqtt import make_result
 
 
 def _shape(schema: dict, payload: dict, where: str = "") -> None:

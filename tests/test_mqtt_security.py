@@ -8,7 +8,7 @@ import pytest
 
 from edgecam.errors import ConfigError
 from edgecam.publish.mqtt import MqttSink
-from tests.fixtures_mqtt import make_result, mqtt_config, wait_until
+from tests.support.mqtt import make_result, mqtt_config, wait_until
 
 USER, PASSWORD = "edge", "s3cret-Pa55"
 
@@ -56,7 +56,7 @@ def test_wrong_password_logs_a_clear_line_and_keeps_retrying(broker_factory, sin
 
 
 def test_missing_password_sources_are_config_errors(tmp_path, monkeypatch):
-    from tests.fixtures_mqtt import Broker
+    from tests.support.mqtt import Broker
 
     broker = Broker(tmp_path / "unused")
     monkeypatch.delenv("EDGECAM_TEST_NOPE", raising=False)

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from edgecam.publish.mqtt import MqttSink
-from tests.fixtures_mqtt import Broker, FakeControl, make_result, mqtt_config, wait_until
+from tests.support.fake_control import FakeControl
+from tests.support.mqtt import Broker, make_result, mqtt_config, wait_until
 
 
 @pytest.mark.parametrize("qos, protocol", [(0, "3.1.1"), (1, "3.1.1"), (2, "5")])

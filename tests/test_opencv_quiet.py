@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 DECODE_TRUNCATED_PNG = """
-import edgecam.preview.http.upload  # what the daemon imports before it decodes an upload
+import edgecam.web.upload  # what the daemon imports before it decodes an upload
 import cv2, numpy as np
 png = cv2.imencode(".png", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
 print(cv2.imdecode(np.frombuffer(png[:70], np.uint8), cv2.IMREAD_COLOR) is None)

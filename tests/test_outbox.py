@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.publish.outbox import Outbox, default_path
+from edgecam.publish.mqtt.outbox import Outbox, default_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def test_only_the_newest_entry_of_a_topic_counts_as_newest(tmp_path: Path) -> No
 _WRITER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
-    from edgecam.publish.outbox import Outbox
+    from edgecam.publish.mqtt.outbox import Outbox
     box = Outbox(__import__("pathlib").Path(sys.argv[2]), 1_000_000).open()
     for i in range(int(sys.argv[3])):
         box.append("edgecam/dev/cam/door/state", b'{"n": %d}' % i, True)
@@ -134,7 +134,7 @@ _FILL = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from pathlib import Path
-    from edgecam.publish.outbox import Outbox
+    from edgecam.publish.mqtt.outbox import Outbox
     box = Outbox(Path(sys.argv[2]) / "o.sqlite3", 50_000_000).open()
     assert box.durable
     for i in range(400):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from edgecam.config import PublishConfig
 from edgecam.publish.policy import (EveryPolicy, IntervalPolicy, OnChangePolicy, UNKNOWN_INDEX, UNKNOWN_LABEL,
                                     apply_min_score, make_policy)
-from tests.fixtures_mqtt import make_result
+from tests.support.mqtt import make_result
 
 
 def _run(policy, items):

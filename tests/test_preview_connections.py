@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.fixtures_preview import start_preview  # noqa: F401
+from tests.support.web import start_preview  # noqa: F401
 
 
 def _drip(sock: socket.socket, data: bytes, every_s: float, give_up_s: float) -> tuple[float, bytes]:
@@ -89,7 +89,7 @@ def test_open_connections_and_threads_are_bounded(start_preview) -> None:
 
 
 def test_saturation_is_logged_once_a_minute_with_a_count(start_preview, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecam.preview")
+    caplog.set_level(logging.WARNING, logger="edgecam.web")
     srv = start_preview(feed=False, workers=1, max_streams=1, max_connections=2)
     idle = [srv.connect() for _ in range(2)]
     try:
@@ -109,11 +109,11 @@ def test_saturation_is_logged_once_a_minute_with_a_count(start_preview, caplog: 
 
 
 def test_the_busy_log_reports_the_count_a_minute_later(caplog: pytest.LogCaptureFixture) -> None:
-    from edgecam.preview.http.limits import BusyLog
+    from edgecam.web.limits import BusyLog
 
     now = [1000.0]
     log = BusyLog(clock=lambda: now[0])
-    caplog.set_level(logging.WARNING, logger="edgecam.preview")
+    caplog.set_level(logging.WARNING, logger="edgecam.web")
     for _ in range(7):
         log.refused("connections", "max_connections (8)")
         now[0] += 5

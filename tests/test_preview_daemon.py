@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests import bombs
-from tests.daemon_process import DaemonProcess, write_config
-from tests.media import photo_bgr
+from edgecam.bench import bombs
+from tests.support.daemon_process import DaemonProcess, write_config
+from edgecam.bench.media import photo_bgr
 
 BOMB_RSS_MARGIN = 64 * 1024 * 1024  # peak RSS growth allowed while bombs are thrown
 PNG = {"Content-Type": "image/png"}
@@ -105,7 +105,7 @@ def test_opencv_refuses_huge_pictures_as_a_second_fence() -> None:
     for a picture the header check would not see (here: imdecode called directly)."""
     child = (
         "import edgecam, cv2, numpy as np, re\n"
-        "from tests import bombs\n"
+        "from edgecam.bench import bombs\n"
         "try:\n"
         "    image = cv2.imdecode(np.frombuffer(bombs.png(12000, 12000), np.uint8), cv2.IMREAD_COLOR)\n"
         "except cv2.error as err:\n"  # OpenCV 5 raises, 4.x returns None

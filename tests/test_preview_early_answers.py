@@ -3,7 +3,7 @@
 The server answers 413, 415, 401, 403 and 404 from the headers alone, while a client may still be
 sending megabytes. Closing a socket with unread data makes the kernel send a TCP reset, and the
 client's kernel then throws the answer away: ``curl`` and browsers report "connection reset"
-instead of "upload too large". Found by the reliability harness (scripts/reliability.py) posting
+instead of "upload too large". Found by the reliability harness (edgecam/bench/reliability/run.py) posting
 large bodies; the server must read and discard what still arrives for a moment before it closes.
 """
 
@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from edgecam.config import HttpAuthConfig
-from tests.fixtures_preview import start_preview  # noqa: F401 - fixture
+from tests.support.web import start_preview  # noqa: F401 - fixture
 
 PASSWORD_ENV = "EDGECAM_TEST_EARLY_PASSWORD"
 BODY = 6_000_000  # well above a socket buffer: the client is still sending when the answer comes

@@ -14,8 +14,8 @@ import cv2
 import pytest
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig
-from tests.fixtures_preview import start_preview  # noqa: F401
-from tests.preview_control import chelsea_bgr
+from tests.support.web import start_preview  # noqa: F401
+from tests.support.web_control import chelsea_bgr
 
 PNG = {"Content-Type": "image/png"}
 PASSWORD_ENV = "EDGECAM_TEST_PREVIEW_PASSWORD"

@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig
 from edgecam.errors import ConfigError
-from edgecam.preview.http import HttpPreview
+from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
-from tests.fixtures_preview import start_preview  # noqa: F401
-from tests.preview_control import ControlDouble, chelsea_bgr, channel_top3, make_result
+from tests.support.web import start_preview  # noqa: F401
+from tests.support.web_control import ControlDouble, chelsea_bgr, channel_top3, make_result
 
 
 def test_health_flips_between_200_and_503(start_preview) -> None:
@@ -251,7 +251,7 @@ def test_bad_auth_config_is_a_config_error(auth: HttpAuthConfig, message: str) -
 
 
 def test_public_bind_without_auth_warns(start_preview, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecam.preview.http")
+    caplog.set_level(logging.WARNING, logger="edgecam.web")
     start_preview(feed=False, bind="0.0.0.0")
     assert any("without authentication" in r.getMessage() for r in caplog.records)
     caplog.clear()

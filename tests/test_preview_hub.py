@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from edgecam.preview.hub import INFERENCE_HISTOGRAM, TOTAL_HISTOGRAM, PreviewHub
-from tests.preview_control import chelsea_bgr, make_result
+from tests.support.web_control import chelsea_bgr, make_result
 
 
 class ManualClock:

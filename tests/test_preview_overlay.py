@@ -8,7 +8,7 @@ import pytest
 
 from edgecam.model.types import Label
 from edgecam.preview.overlay import MIN_WIDTH, draw_overlay
-from tests.preview_control import chelsea_bgr, coffee_bgr, make_result
+from tests.support.web_control import chelsea_bgr, coffee_bgr, make_result
 
 
 def _bright_pixels(img: np.ndarray, box: tuple[int, int, int, int]) -> int:

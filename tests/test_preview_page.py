@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from edgecam.config import HttpPreviewConfig
-from edgecam.preview.http import HttpPreview
+from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
-from tests.chromium_cdp import Chromium
-from tests.preview_control import ControlDouble, chelsea_bgr, make_result
+from tests.support.chromium_cdp import Chromium
+from tests.support.web_control import ControlDouble, chelsea_bgr, make_result
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

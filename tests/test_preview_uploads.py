@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import bombs
-from tests.fixtures_preview import start_preview  # noqa: F401
-from tests.preview_control import chelsea_bgr, channel_top3
+from edgecam.bench import bombs
+from tests.support.web import start_preview  # noqa: F401
+from tests.support.web_control import chelsea_bgr, channel_top3
 
 PNG = {"Content-Type": "image/png"}
 JPEG = {"Content-Type": "image/jpeg"}

@@ -15,7 +15,7 @@ import pytest
 
 from edgecam.preview.hub import PreviewHub
 from edgecam.preview.window import PreviewWindow, display_available, should_close
-from tests.preview_control import chelsea_bgr, make_result
+from tests.support.web_control import chelsea_bgr, make_result
 
 
 def _run_window(environ: dict[str, str], window_only: bool) -> tuple[PreviewWindow, threading.Event]:

@@ -9,7 +9,7 @@ from edgecam.config import PublishConfig
 from edgecam.publish.policy import make_policy
 from edgecam.publish.publisher import PublisherThread
 from edgecam.publish.sink import Sink
-from tests.fixtures_mqtt import make_result, wait_until
+from tests.support.mqtt import make_result, wait_until
 
 
 class GatedSink(Sink):

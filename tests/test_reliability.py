@@ -1,4 +1,4 @@
-"""The reliability harness (scripts/reliability.py --short) as CI runs it, and its own checks.
+"""The reliability harness (edgecam/bench/reliability/run.py --short) as CI runs it, and its own checks.
 
 The short run is about two minutes against a real Mosquitto and a real `edgecam run`; every row of
 its table must hold. The unit tests below show that the harness's books can fail: a lost state
@@ -18,10 +18,9 @@ from types import SimpleNamespace
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
-from reliability_fuzz import fuzz_configs  # noqa: E402
-from reliability_watch import Subscriber  # noqa: E402
+from edgecam.bench.reliability.fuzz import fuzz_configs
+from edgecam.bench.reliability.watch import Subscriber
 
 EXPECTED_CHECKS = (
     "start: first result over MQTT", "idle: frames classified", "broker stopped", "HTTP load, 16 clients",
@@ -36,7 +35,7 @@ EXPECTED_CHECKS = (
 @pytest.mark.timeout(400)
 def test_the_short_reliability_run_passes_every_check() -> None:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "scripts/reliability.py", "--short"], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "edgecam.bench.reliability.run", "--short"], cwd=REPO, capture_output=True,
                           text=True, timeout=380)
     took = time.monotonic() - started
     table = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| check")]

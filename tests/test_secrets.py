@@ -10,11 +10,11 @@ import pytest
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig, parse_config
 from edgecam.errors import ConfigError
-from edgecam.preview.http import HttpPreview
+from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
 from edgecam.publish.mqtt import read_password
 from edgecam.secrets import read_secret_file
-from tests.preview_control import ControlDouble
+from tests.support.web_control import ControlDouble
 
 
 def _secret(tmp_path: Path, name: str, mode: int, text: str = "s3cret\n") -> Path:

@@ -269,7 +269,7 @@ def test_demo_does_not_import_scikit_image() -> None:
     assert out.stdout.strip() == "False"
 
 
-# -- picamera2 (the only fake in the suite: tests/fake_picamera2/picamera2.py) ---------
+# -- picamera2 (the only fake in the suite: tests/support/fake_picamera2/picamera2.py) ---------
 
 @pytest.fixture
 def fake_picamera2(monkeypatch: pytest.MonkeyPatch) -> Iterator[type]:

@@ -142,7 +142,7 @@ MDWE_CHILD = textwrap.dedent("""
     callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda v: v + 1)  # libffi closure
     assert callback(41) == 42
     import numpy as np, cv2, onnxruntime as ort, yaml, pydantic, paho.mqtt.client
-    import edgecam.cli, edgecam.preview.http, edgecam.service.sdnotify
+    import edgecam.cli, edgecam.web, edgecam.service.sdnotify
     from edgecam.preview.overlay import draw_overlay
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2

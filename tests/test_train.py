@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 
 from edgecam.cli import main
-from edgecam.model.build.train import TrainOptions, train_model
-from edgecam.model.build.train.dataset import load_dataset
+from edgecam.training import TrainOptions, train_model
+from edgecam.training.dataset import load_dataset
 from edgecam.model.classifier import Classifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.train_data import lfw_dataset, scene_dataset, scene_sample  # noqa: E402
+from edgecam.bench.train_data import lfw_dataset, scene_dataset, scene_sample
 
 FLOOR = 0.85
 MIN_AGREEMENT = 0.95
@@ -142,7 +141,7 @@ def test_the_daemon_side_never_imports_torch():
 
     code = ("import sys; from edgecam.cli import build_parser; build_parser(); "
             "import edgecam.model.classifier, edgecam.model.describe; "
-            "print(sorted(m for m in ('torch', 'edgecam.model.build.train.fit', "
-            "'edgecam.model.build.train.network') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'edgecam.training.fit', "
+            "'edgecam.training.network') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 
 from edgecam.errors import ModelBuildError
-from edgecam.model.build.train.augment import random_view
-from edgecam.model.build.train.dataset import load_dataset, stratified_subset
-from edgecam.model.build.train.metrics import (
+from edgecam.training.augment import random_view
+from edgecam.training.dataset import load_dataset, stratified_subset
+from edgecam.training.metrics import (
     accuracy,
     confusion_matrix,
     data_warnings,
     per_class,
     verdict,
 )
-from edgecam.model.build.train.plot import CELL, confusion_image
-from edgecam.model.build.train.progress import Progress
+from edgecam.training.plot import CELL, confusion_image
+from edgecam.training.progress import Progress
 from edgecam.model.describe import format_confusion
 
 
@@ -195,8 +195,8 @@ def test_random_views_jitter_but_never_mirror_with_no_flip():
 def test_split_network_and_both_engines_compute_the_same(arch, weights, dim, real_photos):
     import torch
 
-    from edgecam.model.build.train.network import build_network, make_engine
-    from edgecam.model.build.train.pipeline import feature_info
+    from edgecam.training.network import build_network, make_engine
+    from edgecam.training.pipeline import feature_info
     from edgecam.model.preprocess import Preprocessor
 
     torch.set_num_threads(1)
@@ -223,7 +223,7 @@ def test_split_network_and_both_engines_compute_the_same(arch, weights, dim, rea
 def test_device_choice():
     import torch
 
-    from edgecam.model.build.train.network import pick_device
+    from edgecam.training.network import pick_device
 
     if torch.cuda.is_available():
         assert pick_device("auto") == "cuda"

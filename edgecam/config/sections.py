@@ -135,7 +135,7 @@ class DiscoveryConfig(Section):
 
 
 class OutboxConfig(Section):
-    """The durable outbox for state changes (edgecam/publish/outbox.py)."""
+    """The durable outbox for state changes (edgecam/publish/mqtt/outbox.py)."""
 
     enabled: bool = True  # false: state changes wait in memory only (lost on a restart)
     path: Optional[str] = None  # default: <state directory>/outbox-<device_id>.sqlite3

@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from edgecam.preview.metrics import Histogram, HistogramSnapshot
+from edgecam.histogram import Histogram, HistogramSnapshot
 from edgecam.preview.overlay import draw_frame
 from edgecam.result import Result
 

@@ -21,7 +21,7 @@ from edgecam import __version__
 from edgecam.config import Config
 from edgecam.dataset.collector import Collector
 from edgecam.errors import ConfigError
-from edgecam.model.pool import ModelPool
+from edgecam.inference.pool import ModelPool
 from edgecam.preview.hub import PreviewHub
 from edgecam.publish.policy import make_policy
 from edgecam.publish.publisher import PublisherThread
@@ -30,9 +30,9 @@ from edgecam.publish.stdout import StdoutSink
 from edgecam.regions.region import Region, resolve
 from edgecam.result import Result
 from edgecam.service.control import ControlMixin
-from edgecam.service.deploy import Deployer
+from edgecam.inference.deploy import Deployer
 from edgecam.service.health import Health
-from edgecam.service.inference import FrameResults, InferenceSettings, InferenceThread
+from edgecam.inference.thread import FrameResults, InferenceSettings, InferenceThread
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
 from edgecam.service.stats import LatencyWindow, StatsCollector, format_stats_line
 from edgecam.sources.base import FrameSource
@@ -163,7 +163,7 @@ class Daemon(ControlMixin):
             first = next(iter(self.hubs.values()))
             extras.append(PreviewWindow(first, self.stop_event, window_only=window_only))
         if preview.http.enabled:
-            from edgecam.preview.http import HttpPreview
+            from edgecam.web import HttpPreview
 
             extras.append(HttpPreview(preview.http, self.hubs, self))
         return extras

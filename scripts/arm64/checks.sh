@@ -21,9 +21,9 @@ build_models() { # INT8 + FP32 models built on the HOST (torch is not in the roo
   done
 }
 
-derive_tolerance() { # the INT8 limits, from the host's own rounding spread (scripts/arm64/tolerance.py)
+derive_tolerance() { # the INT8 limits, from the host's own rounding spread (edgecam/bench/arm64/tolerance.py)
   local out
-  out=$("$HOST_PY" "$HELPERS/tolerance.py" --inputs "$ROOT$CHECK/inputs" --photos "$ROOT$CHECK/photos" \
+  out=$("$HOST_PY" -m edgecam.bench.arm64.tolerance --inputs "$ROOT$CHECK/inputs" --photos "$ROOT$CHECK/photos" \
     --out "$CACHE/tolerance.json" "${HOST_MODELS[@]}") || die "tolerance.py failed on the host"
   report "$out"
 }
@@ -47,10 +47,10 @@ EOF
 
 check_outputs() {
   # --exact-int8: the host's reference accumulates exactly whatever x86 SIMD level runs it
-  "$HOST_PY" "$HELPERS/dump_outputs.py" --inputs "$ROOT$CHECK/inputs" --out "$ROOT$CHECK/out-host" \
+  "$HOST_PY" -m edgecam.bench.arm64.dump_outputs --inputs "$ROOT$CHECK/inputs" --out "$ROOT$CHECK/out-host" \
     --photos "$ROOT$CHECK/photos" --repeat 0 --exact-int8 "${HOST_MODELS[@]}" >/dev/null
   local out
-  if out=$("$HOST_PY" "$HELPERS/compare.py" outputs --host "$ROOT$CHECK/out-host" --arm "$ROOT$CHECK/out-arm" \
+  if out=$("$HOST_PY" -m edgecam.bench.arm64.compare outputs --host "$ROOT$CHECK/out-host" --arm "$ROOT$CHECK/out-arm" \
     --tolerance "$CACHE/tolerance.json" "${HOST_MODELS[@]}"); then
     report "$out"
   else
@@ -66,7 +66,7 @@ check_classify() { # 1. `edgecam classify` on real photos: the host's Top-3 (up 
     kind=$(basename "$model" .onnx)
     kind=${kind##*_}
     # the host's reference: exact INT8 accumulation on every x86 SIMD level (host_classify.py)
-    "$HOST_PY" "$HELPERS/host_classify.py" --top 10 --model "$ROOT$CHECK/models/${model##*/}" \
+    "$HOST_PY" -m edgecam.bench.arm64.host_classify --top 10 --model "$ROOT$CHECK/models/${model##*/}" \
       "${names[@]/#/$ROOT$CHECK/photos/}" >"$CACHE/classify-host-$kind.txt" 2>&1 ||
       die "edgecam classify failed on the host: see $CACHE/classify-host-$kind.txt"
     if ! in_root edgecam classify --top 10 --model "$CHECK/models/${model##*/}" "${names[@]/#/$CHECK/photos/}" \
@@ -74,7 +74,7 @@ check_classify() { # 1. `edgecam classify` on real photos: the host's Top-3 (up 
       fail "edgecam classify ($kind) failed inside the root: $(tail -n 3 "$CACHE/classify-arm-$kind.txt")"
       continue
     fi
-    if out=$("$HOST_PY" "$HELPERS/compare.py" classify --model "$model" --tolerance "$CACHE/tolerance.json" \
+    if out=$("$HOST_PY" -m edgecam.bench.arm64.compare classify --model "$model" --tolerance "$CACHE/tolerance.json" \
       --host "$CACHE/classify-host-$kind.txt" --arm "$CACHE/classify-arm-$kind.txt"); then
       report "$out"
     else

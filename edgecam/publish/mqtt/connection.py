@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from edgecam.config import Config, MqttConfig, TlsConfig
 from edgecam.errors import ConfigError
 from edgecam.publish.mqtt.properties import TEXT, MessageProperties
-from edgecam.publish.topics import OFFLINE, Topics
+from edgecam.publish.mqtt.topics import OFFLINE, Topics
 from edgecam.secrets import read_secret_file
 
 logger = logging.getLogger("edgecam.publish.mqtt")

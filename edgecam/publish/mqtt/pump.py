@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.publish.mqtt.connection import acknowledged
-from edgecam.publish.outbox import Entry, Outbox
+from edgecam.publish.mqtt.outbox import Entry, Outbox
 
 logger = logging.getLogger("edgecam.publish.mqtt")
 

@@ -29,7 +29,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.config import Config
 from edgecam.control.protocol import DaemonControl
-from edgecam.publish import commands
+from edgecam.publish.mqtt import commands
 from edgecam.publish.mqtt.connection import (
     FailureLog,
     check_broker,
@@ -43,9 +43,9 @@ from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import WINDOW, OutboxPump
 from edgecam.publish.mqtt.results import Queued, ResultQueue
 from edgecam.publish.mqtt.worker import WorkerMixin, json_bytes
-from edgecam.publish.outbox import Entry, Outbox, default_path
+from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
 from edgecam.publish.sink import Sink
-from edgecam.publish.topics import OFFLINE, Topics
+from edgecam.publish.mqtt.topics import OFFLINE, Topics
 from edgecam.result import Result
 
 _FLUSH_BATCH = 64

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from edgecam.publish import commands
-from edgecam.publish.discovery import discovery_payload, discovery_topic
+from edgecam.publish.mqtt import commands
+from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
 from edgecam.publish.mqtt.connection import logger
 from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT
-from edgecam.publish.topics import ONLINE
+from edgecam.publish.mqtt.topics import ONLINE
 
 if TYPE_CHECKING:
     from edgecam.publish.mqtt.sink import MqttSink

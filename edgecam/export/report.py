@@ -1,0 +1,86 @@
+"""Build-time checks: FP32-vs-INT8 agreement on held-out images, speed, the printed report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecam.export.calibration import Named
+from edgecam.model.classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+
+def agreement(fp32: Classifier, int8: Classifier, images: list[Named]) -> dict:
+    """Top-1 agreement and top-5 containment of INT8 vs FP32 on ``images``.
+
+    top1: share of images where both give the same best class;
+    top5: share where the FP32 best class is within the INT8 top 5.
+    """
+    same, within = 0, 0
+    for _, image in images:
+        ref = int(np.argmax(fp32.probabilities(image)))
+        probs = int8.probabilities(image)
+        top5 = np.argsort(probs)[::-1][:5]
+        same += int(int(top5[0]) == ref)
+        within += int(ref in top5)
+    count = len(images)
+    return {
+        "images": count,
+        "top1": round(same / count, 4) if count else None,
+        "top5": round(within / count, 4) if count else None,
+    }
+
+
+def time_ms(clf: Classifier, frame: np.ndarray, runs: int) -> float:
+    """Median ms for one frame -> probabilities (preprocessing included)."""
+    clf.probabilities(frame)
+    samples = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        clf.probabilities(frame)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(samples))
+
+
+@dataclass
+class BuildReport:
+    """What ``edgecam model build`` did (printed at the end)."""
+
+    fp32_path: Path
+    int8_path: Path
+    size: int
+    layout: str
+    threads: int
+    agreement: dict = field(default_factory=dict)
+    fp32_ms: float | None = None
+    int8_ms: float | None = None
+    skipped: bool = False  # outputs were already up to date
+    note: str = ""
+
+    def format(self) -> str:
+        lines = []
+        if self.skipped:
+            lines.append("models are up to date (same build options; --force rebuilds):")
+        for path in (self.fp32_path, self.int8_path):
+            size_mb = path.stat().st_size / 1e6 if path.exists() else float("nan")
+            lines.append(f"  {path}  {size_mb:.1f} MB")
+        if self.fp32_ms is not None and self.int8_ms is not None:
+            speedup = self.fp32_ms / self.int8_ms if self.int8_ms else float("nan")
+            lines.append(
+                f"  speed at {self.size}x{self.size}, {self.threads} threads, frame->probabilities: "
+                f"FP32 {self.fp32_ms:.2f} ms, INT8 {self.int8_ms:.2f} ms ({speedup:.1f}x)"
+            )
+        agree = self.agreement
+        if agree.get("images"):
+            lines.append(
+                f"  INT8 vs FP32 on {agree['images']} held-out images: "
+                f"top-1 agreement {agree['top1']:.1%}, top-5 containment {agree['top5']:.1%}"
+            )
+        if self.note:
+            lines.append(f"  {self.note}")
+        return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""The inference thread: the newest frame of every camera -> its due regions -> Results.
+
+One thread serves every camera (a Pi has few cores to spare). Each turn it:
+
+1. waits until some camera's ring has a new frame (the rings call ``wake``);
+2. visits the cameras in a rotating order and, for each one with a region due
+   (its trigger), takes the newest frame it has not seen: never a backlog, so a
+   result's capture age stays about one turn however far capture runs ahead;
+3. cuts each due region's crop and asks its trigger whether it is worth it
+   (motion), then runs the crops of all cameras through their models, one batch
+   per model file (regions that share a file share its session);
+4. smooths, debounces and hands one ``FrameResults`` per camera frame to the
+   daemon while the frame is still held, then releases the frames.
+
+Fairness: a turn takes at most one frame per camera, so a 30 FPS camera gets
+no more turns than a 5 FPS one that has a new frame each time. Every turn
+stamps ``heartbeat``; ``progress[camera]`` is stamped whenever a camera's frame
+was handled (classified, skipped by its trigger, or nothing was due).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from edgecam.buffer.ring import FrameView
+from edgecam.errors import EdgecamError
+from edgecam.heartbeat import Heartbeat
+from edgecam.inference.pool import ModelPool
+from edgecam.regions.debounce import RegionState
+from edgecam.regions.region import Region
+from edgecam.result import Result
+from edgecam.sources.camera import Camera
+
+log = logging.getLogger(__name__)
+
+#: Failed turns in a row before the thread gives up (the daemon then exits 1 and
+#: systemd restarts it); a single failure is logged, counted and skipped.
+ERROR_LIMIT = 10
+WAIT_S = 0.1  # longest idle wait for a frame: the heartbeat's cadence when nothing arrives
+# Crops per run of one model. Measured (edgecam/bench/cameras.py, ResNet-18 INT8 160): a batch
+# saves only onnxruntime's fixed cost per run (~1 ms of ~4 ms per image), batch 8 is no faster
+# per image than 4, and each image in a batch holds ~1 MB more: 12 crops kept 12 MB.
+MAX_BATCH = 4
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Runtime knobs shared by every region; the daemon swaps the whole object."""
+
+    max_fps: float = 0.0  # 0 = unlimited; caps whole turns (power saving)
+    smoothing: int = 1  # mean of the last N probability vectors per region; 1 = off
+    batch: bool = True  # crops due together share one run per model (False: one run each; benchmarks)
+
+    def replace(self, **changes: Any) -> "InferenceSettings":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class FrameResults:
+    """What one camera frame produced: handed to the daemon while ``image`` is valid."""
+
+    camera: Camera
+    image: np.ndarray  # a view into the ring slot: copy what you keep
+    results: list[Result] = field(default_factory=list)
+    changes: list[tuple[Region, RegionState]] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    """One camera's frame this turn and the regions to classify on it."""
+
+    camera: Camera
+    view: FrameView
+    crops: list[tuple[Region, np.ndarray]]
+    out: FrameResults
+
+
+class InferenceThread:
+    def __init__(self, cameras: Sequence[Camera], regions: dict[str, list[Region]], pool: ModelPool,
+                 settings: InferenceSettings, emit: Callable[[FrameResults], None],
+                 stop_event: threading.Event, device_id: str, wake: threading.Event) -> None:
+        self.cameras = list(cameras)
+        self.regions = regions
+        self.pool = pool
+        self.settings = settings
+        self.paused = False  # every camera (a camera's own flag pauses just that one)
+        self._emit = emit
+        self._stop = stop_event
+        self._wake = wake
+        self._device_id = device_id
+        self._thread: Optional[threading.Thread] = None
+        self._order = deque(self.cameras)
+        self._last_seq: dict[str, int] = {camera.name: -1 for camera in self.cameras}
+        self._last_turn = 0.0
+        self.processed: dict[str, int] = defaultdict(int)  # frames classified, per camera
+        self.skipped: dict[str, int] = defaultdict(int)  # frames taken but no region wanted them
+        self.progress: dict[str, float] = {}  # camera -> monotonic time its frames last got through
+        self.last_result_mono: Optional[float] = None
+        self.errors = 0
+        self._errors_in_a_row = 0
+        self.error: Optional[BaseException] = None
+        self.heartbeat = Heartbeat("inference")
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.heartbeat.beat()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as err:  # noqa: BLE001 - reported to the daemon, which exits non-zero
+            log.exception("inference thread crashed")
+            self.error = err
+            self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat.beat()
+            if self._throttle():
+                continue
+            self._wake.wait(WAIT_S)
+            self._wake.clear()
+            jobs = self._collect(time.monotonic())
+            if not jobs:
+                continue
+            self._last_turn = time.monotonic()
+            try:
+                self._classify(jobs)
+                self._errors_in_a_row = 0
+            except EdgecamError as err:
+                self._failed(err)
+                continue
+            finally:
+                for job in jobs:
+                    job.camera.ring.release(job.view)
+            self._order.rotate(-1)
+
+    def _throttle(self) -> bool:
+        """Honour max_fps by waiting before taking frames, so they are fresh."""
+        max_fps = self.settings.max_fps
+        if max_fps <= 0:
+            return False
+        remaining = self._last_turn + 1.0 / max_fps - time.monotonic()
+        if remaining > 0:
+            self._stop.wait(min(remaining, WAIT_S))
+            return True
+        return False
+
+    def _failed(self, err: EdgecamError) -> None:
+        """One turn could not be classified: log, count, go on; give up after ERROR_LIMIT in a row."""
+        self.errors += 1
+        self._errors_in_a_row += 1
+        if self._errors_in_a_row == 1:
+            log.warning("inference: frame skipped: %s", err)
+        if self._errors_in_a_row >= ERROR_LIMIT:
+            raise EdgecamError(f"{ERROR_LIMIT} frames in a row failed to classify; last: {err}")
+
+    # -- one turn ----------------------------------------------------------------------
+    def _collect(self, now: float) -> list[_Job]:
+        jobs = []
+        for camera in self._order:
+            if self.paused or camera.paused:
+                self.progress[camera.name] = now  # idle on purpose
+                continue
+            due = [region for region in self.regions[camera.name] if region.trigger.due(now)]
+            if not due:
+                self.progress[camera.name] = now
+                continue
+            view = camera.ring.get_latest(after_seq=self._last_seq[camera.name], timeout=0)
+            if view is None:
+                self.progress[camera.name] = now  # nothing new to do for this camera
+                continue
+            self._last_seq[camera.name] = view.seq
+            crops = self._wanted_crops(due, view.image, now)
+            if not crops:
+                self.skipped[camera.name] += 1
+                self.progress[camera.name] = now
+                camera.ring.release(view)
+                continue
+            jobs.append(_Job(camera, view, crops, FrameResults(camera, view.image)))
+        return jobs
+
+    @staticmethod
+    def _wanted_crops(due: list[Region], image: np.ndarray, now: float) -> list[tuple[Region, np.ndarray]]:
+        crops = []
+        for region in due:
+            crop = region.crop(image)
+            if region.trigger.wants(crop, now):
+                crops.append((region, crop))
+            else:
+                region.skipped += 1
+        return crops
+
+    def _classify(self, jobs: list[_Job]) -> None:
+        """One batch per model file over every camera's crops, then results per camera."""
+        by_model: dict[str, list[tuple[_Job, Region, np.ndarray]]] = defaultdict(list)
+        for job in jobs:
+            for region, crop in job.crops:
+                by_model[region.model_path].append((job, region, crop))
+        for path, items in by_model.items():
+            classifier = self.pool.get(path)
+            size = MAX_BATCH if self.settings.batch else 1
+            groups = [items[i:i + size] for i in range(0, len(items), size)]
+            for _, region, _ in items:
+                region.use_model(classifier)
+            for group in groups:
+                start = time.monotonic()
+                probabilities = classifier.probabilities_batch([crop for _, _, crop in group])
+                end = time.monotonic()
+                for (job, region, crop), probs in zip(group, probabilities):
+                    self._region_result(job, region, crop, classifier, probs, start, end)
+        for job in jobs:
+            self.processed[job.camera.name] += 1
+            self.progress[job.camera.name] = self.last_result_mono = time.monotonic()
+            self._emit(job.out)
+
+    def _region_result(self, job: _Job, region: Region, crop: np.ndarray, classifier: Any,
+                       probabilities: np.ndarray, start: float, end: float) -> None:
+        smoothed = region.smooth(probabilities, self.settings.smoothing)
+        region.trigger.classified(crop, end)
+        region.processed += 1
+        top = tuple(classifier.top_k(smoothed, region.cfg.top_k))
+        view, info = job.view, classifier.info
+        height, width = view.image.shape[:2]
+        result = Result(
+            device=self._device_id, source=job.camera.source.source_id, seq=view.seq,
+            captured_mono=view.captured_mono, captured_wall=view.captured_wall,
+            inference_start=start, inference_end=end, top=top,
+            model_name=info.name, model_precision=info.precision, model_input_size=info.input_size,
+            frame_width=width, frame_height=height, camera=job.camera.name, region=region.name,
+        )
+        job.out.results.append(result)
+        change = region.debouncer.update(top, view.captured_wall)
+        if change is not None:
+            region.changes += 1
+            job.out.changes.append((region, change))

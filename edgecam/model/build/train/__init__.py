@@ -1,8 +1,0 @@
-"""``edgecam train``: transfer learning on an ImageFolder dataset, exported like ``model build``.
-
-Never imported by ``edgecam run``; torch is imported inside the functions.
-"""
-
-from edgecam.model.build.train.pipeline import TrainOptions, TrainResult, train_model
-
-__all__ = ["TrainOptions", "TrainResult", "train_model"]

@@ -1,0 +1,82 @@
+"""MQTT topic names, derived in one place from the config.
+
+Everything a device publishes lives under ``<prefix>`` (default
+``edgecam/<device_id>``):
+
+==========================  ========  ====  =========================================
+topic                       retained  QoS   payload
+==========================  ========  ====  =========================================
+``<prefix>/status``         yes       1     ``online`` / ``offline`` (also the Last Will)
+``<prefix>/state``          yes       1     JSON: DaemonControl.state()
+``<prefix>/<cam>/<reg>/result``  no  cfg  JSON: Result.to_payload() (``<prefix>/result``
+                                          with the single-source config)
+``<prefix>/<cam>/<reg>/state``   yes  1   JSON: the region's debounced state, on change
+``<prefix>/stats``          no        0     JSON: the periodic stats snapshot
+``<prefix>/snapshot``       no        1     JPEG bytes (answer to the ``snapshot`` command)
+``<prefix>/cmd``            (in)      1     JSON command, see edgecam.publish.mqtt.commands
+``<prefix>/cmd/response``   no        1     JSON reply to each command
+==========================  ========  ====  =========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgecam.config import Config
+
+ONLINE = "online"
+OFFLINE = "offline"
+HA_STATUS_TOPIC_SUFFIX = "status"  # <discovery prefix>/status, e.g. homeassistant/status
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    discovery_prefix: str = "homeassistant"
+    single_source: bool = True  # the old config layout: results keep <prefix>/result
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Topics":
+        return cls(prefix=config.topic_prefix, discovery_prefix=config.mqtt.discovery.prefix,
+                   single_source=config.single_source)
+
+    def result_for(self, camera: str, region: str) -> str:
+        return self.result if self.single_source else f"{self.prefix}/{camera}/{region}/result"
+
+    def region_state(self, camera: str, region: str) -> str:
+        return f"{self.prefix}/{camera}/{region}/state"
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/status"
+
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}/state"
+
+    @property
+    def result(self) -> str:
+        return f"{self.prefix}/result"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}/stats"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.prefix}/snapshot"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.prefix}/cmd"
+
+    @property
+    def cmd_response(self) -> str:
+        return f"{self.prefix}/cmd/response"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/{HA_STATUS_TOPIC_SUFFIX}"
+
+    def ha_device_config(self, device_id: str) -> str:
+        return f"{self.discovery_prefix}/device/{device_id}/config"

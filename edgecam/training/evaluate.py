@@ -1,0 +1,109 @@
+"""Export checks, INT8 calibration on training images, validation metrics, the written outputs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgecam.errors import ModelBuildError
+from edgecam.export.calibration import Named
+from edgecam.training.dataset import Dataset, read_image, stratified_subset
+from edgecam.training.metrics import (
+    CURVE_FRACTIONS,
+    accuracy,
+    confusion_matrix,
+    per_class,
+    verdict,
+)
+from edgecam.model.classifier import Classifier
+from edgecam.model.types import ModelInfo
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16  # validation images per batch run
+EXPORT_TOLERANCE = 1e-2  # max |ONNX FP32 - torch| logit difference on validation images
+MIN_AGREEMENT = 0.95
+
+
+def learning_curve_indices(dataset: Dataset, seed: int) -> list[tuple[float, np.ndarray]]:
+    """Stratified training subsets at 25 / 50 / 100 %."""
+    return [(f, np.array(stratified_subset(dataset.train, f, seed), np.int64)) for f in CURVE_FRACTIONS]
+
+
+def calibration_images(dataset: Dataset, count: int) -> list[Named]:
+    """Up to ``count`` training images, taken from every class in turn (what the camera sees)."""
+    by_class: dict[int, list] = {}
+    for sample in dataset.train:
+        by_class.setdefault(sample.label, []).append(sample)
+    order = [s for group in itertools.zip_longest(*by_class.values()) for s in group if s is not None]
+    images = []
+    for sample in order[:count]:
+        image = read_image(sample.path)
+        if image is not None:
+            images.append((sample.path.name, image))
+    return images
+
+
+def evaluate(fp32: Classifier, int8: Classifier, dataset: Dataset, torch_logits: np.ndarray) -> dict:
+    """Validation metrics of the exported files, as the runtime runs them."""
+    truth = np.array([s.label for s in dataset.val], np.int64)
+    logits_fp32, logits_int8 = [], []
+    for start in range(0, len(dataset.val), CHUNK):
+        images = [read_image(s.path) for s in dataset.val[start : start + CHUNK]]
+        if any(image is None for image in images):
+            raise ModelBuildError("a validation image became unreadable during training")
+        logits_fp32.append(fp32.logits_batch(images))
+        logits_int8.append(int8.logits_batch(images))
+    lf, li = np.concatenate(logits_fp32), np.concatenate(logits_int8)
+    drift = float(np.abs(lf - torch_logits).max())
+    log.info("export check: ONNX FP32 vs torch, max logit difference %.2e on %d images", drift, len(lf))
+    if drift > EXPORT_TOLERANCE:
+        raise ModelBuildError(
+            f"the exported FP32 model disagrees with the trained network (max logit difference "
+            f"{drift:.3g} on validation images): not writing a model that answers differently"
+        )
+    pred_fp32, pred_int8 = lf.argmax(1), li.argmax(1)
+    top5 = np.argsort(-li, axis=1)[:, : min(5, li.shape[1])]
+    labels = dataset.labels
+    matrix = confusion_matrix(truth, pred_int8, len(labels))
+    agreement = {
+        "images": len(truth),
+        "top1": round(float((pred_fp32 == pred_int8).mean()), 4),
+        "top5": round(float((top5 == pred_fp32[:, None]).any(1).mean()), 4),
+    }
+    warnings = []
+    if agreement["top1"] < MIN_AGREEMENT:
+        warnings.append(
+            f"INT8 agrees with FP32 on only {agreement['top1']:.1%} of validation images: "
+            "compare their accuracies above; the FP32 file is the fallback"
+        )
+    return {
+        "val_images": len(truth),
+        "accuracy": {
+            "fp32": round(accuracy(confusion_matrix(truth, pred_fp32, len(labels))), 4),
+            "int8": round(accuracy(matrix), 4),
+        },
+        "per_class": per_class(matrix, labels),
+        "confusion": matrix.tolist(),
+        "export_check_max_logit_diff": float(f"{drift:.3g}"),
+        "agreement": agreement,
+        "extra_warnings": warnings,
+    }
+
+
+def add_verdict(metrics: dict) -> dict:
+    metrics["verdict"] = verdict(metrics.get("learning_curve") or [], int(metrics["val_images"]))
+    return metrics
+
+
+def format_report(info: ModelInfo, files: list[tuple[Path, str]]) -> str:
+    from edgecam.model.describe import describe
+
+    lines = [describe(info), "files:"]
+    for path, note in files:
+        size = f"  {path.stat().st_size / 1e6:.1f} MB" if path.suffix == ".onnx" else ""
+        lines.append(f"  {path}{size}{('  ' + note) if note else ''}")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""The endpoints: one function per route, and the table that maps path and
+method to them.
+
+A route is ``fn(req)`` where ``req`` is the Handler: ``req.app`` (the
+HttpPreview: cfg, hub, control, limits), ``req.query`` (parsed query string,
+e.g. ``req.query.get("camera")``), ``req.headers``, ``req.rfile``, and
+``req.send_json`` / ``req.send_bytes``. It raises HttpError (or Busy) for
+any refusal; guards (Host, Origin, auth) already ran. To add one, write the
+function and add a line to ROUTES; ``public=True`` skips auth (only /health).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from edgecam.errors import EdgecamError
+from edgecam.model.types import Label
+from edgecam.web import metrics
+from edgecam.web import imageinfo, train_routes
+from edgecam.web.errors import HttpError
+from edgecam.web.upload import multipart_file, read_body, upload_kind
+
+if TYPE_CHECKING:
+    from edgecam.web.handler import Handler
+
+BOUNDARY = "edgecamframe"
+STREAM_POLL_S = 0.25  # how often an idle stream re-checks the stop event
+CAMERA_GAP_WAIT_S = 0.1  # longest an upload waits for the next camera result (not at all while paused)
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Callable[["Handler"], None]
+    public: bool = False  # answered without auth
+
+
+@lru_cache(maxsize=4)
+def _static(name: str) -> bytes:
+    return resources.files("edgecam.web").joinpath("static", name).read_bytes()
+
+
+def page_index(req: "Handler") -> None:
+    req.send_bytes(200, _static("index.html"), "text/html; charset=utf-8")
+
+
+def page_classify(req: "Handler") -> None:
+    req.send_bytes(200, _static("classify.html"), "text/html; charset=utf-8")
+
+
+def _camera(req: "Handler") -> "str | None":
+    values = req.query.get("camera")
+    return values[0] if values else None
+
+
+def latest_jpg(req: "Handler") -> None:
+    jpeg = req.app.hub_for(_camera(req)).latest_jpeg()
+    if jpeg is None:
+        raise HttpError(503, "no frame yet")
+    req.send_bytes(200, jpeg, "image/jpeg")
+
+
+def api_latest(req: "Handler") -> None:
+    req.send_json(200, req.app.latest_payload())
+
+
+def health(req: "Handler") -> None:
+    ok, reason = req.app.control.health()
+    req.send_json(200 if ok else 503, {"ok": bool(ok), "reason": reason})
+
+
+def prometheus(req: "Handler") -> None:
+    req.send_bytes(200, req.app.metrics_text().encode("utf-8"), metrics.CONTENT_TYPE)
+
+
+def stream(req: "Handler") -> None:
+    """multipart/x-mixed-replace JPEGs at most max_fps, on one of max_streams slots
+    (``?camera=NAME`` picks the camera, default the first)."""
+    app = req.app
+    hub = app.hub_for(_camera(req))
+    with app.limits.stream_slot():
+        req.close_connection = True
+        req.send_response(200)
+        req.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        min_interval = 1.0 / app.cfg.max_fps
+        version, last_sent = 0, float("-inf")
+        while not app.stop_event.is_set():
+            wait = last_sent + min_interval - time.monotonic()
+            if wait > 0 and app.stop_event.wait(wait):
+                break
+            item = hub.wait_for_new(version, STREAM_POLL_S)
+            if item is None:
+                continue
+            version, jpeg = item
+            head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+            req.wfile.write(head.encode("ascii") + jpeg + b"\r\n")
+            last_sent = time.monotonic()
+
+
+def classify(req: "Handler") -> None:
+    """An image (raw body or form upload) -> Top-k. Checked before decoding:
+    content type, length, format and declared pixels; decode + classify run on
+    one of classify_concurrency threads."""
+    app, cfg = req.app, req.app.cfg
+    content_type = req.headers.get("Content-Type")
+    kind = upload_kind(content_type)
+    body = read_body(req.rfile, req.headers.get("Content-Length"), cfg.max_upload_bytes)
+    data = multipart_file(content_type or "", body) if kind == "multipart" else body
+    del body
+    info = imageinfo.sniff(data)
+    imageinfo.check_pixels(info, cfg.max_image_pixels)
+
+    def decode_and_classify() -> tuple[np.ndarray, list[Label], float]:
+        # Right after a camera result: in the camera's idle time before its next
+        # frame, so uploads take little of its rate.
+        app.hub.wait_for_next_result(CAMERA_GAP_WAIT_S)
+        image = imageinfo.decode(data, info)
+        try:
+            found, took_ms = app.control.classify_image(image)
+        except EdgecamError as err:
+            raise HttpError(503, str(err)) from None
+        return image, found, took_ms
+
+    bgr, labels, ms = app.limits.run_classify(decode_and_classify)
+    width, height = info.width, info.height
+    if (bgr.shape[1] > bgr.shape[0]) != (width > height):  # EXIF orientation turned it
+        width, height = height, width
+    top = [{"label": t.label, "index": int(t.index), "score": round(float(t.score), 5)} for t in labels]
+    req.send_json(200, {"top": top, "ms": round(float(ms), 3), "width": width, "height": height})
+
+
+ROUTES: dict[str, dict[str, Route]] = {
+    "/": {"GET": Route(page_index)},
+    "/index.html": {"GET": Route(page_index)},
+    "/classify": {"GET": Route(page_classify), "POST": Route(classify)},
+    "/stream.mjpg": {"GET": Route(stream)},
+    "/latest.jpg": {"GET": Route(latest_jpg)},
+    "/api/latest": {"GET": Route(api_latest)},
+    "/health": {"GET": Route(health, public=True)},
+    "/metrics": {"GET": Route(prometheus)},
+    "/label": {"GET": Route(train_routes.page_label)},
+    "/api/samples": {"GET": Route(train_routes.api_samples), "POST": Route(train_routes.api_change_samples)},
+    "/api/sample.jpg": {"GET": Route(train_routes.api_sample_jpg)},
+    "/api/capture": {"POST": Route(train_routes.api_capture)},
+    "/api/reload": {"POST": Route(train_routes.api_reload)},
+    "/api/model": {"POST": Route(train_routes.api_model)},
+}

@@ -1,0 +1,60 @@
+"""Model fixtures: real ONNX models built by edgecam's own build code.
+
+Models are cached in ``<repo>/.cache/test-models/`` (gitignored) and reused
+when their metadata says they were built with the same options, so reruns are
+fast; a clean checkout (CI) builds them once per session. Calibration is kept
+small (``TEST_CALIB`` images) to keep the build short.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecam.bench.models import MODEL_CACHE, PHOTO_LOADERS, ModelPair, build_pair, cached_build_options
+
+
+@pytest.fixture(scope="session")
+def effnet_models() -> ModelPair:
+    """EfficientNet-Lite0, real ImageNet weights, 160 px, FP32 + INT8."""
+    return build_pair(cached_build_options("efficientnet_lite0", "imagenet"))
+
+
+@pytest.fixture(scope="session")
+def resnet_random_models() -> ModelPair:
+    """ResNet-18 with random (untrained, seeded) weights, 160 px, FP32 + INT8."""
+    return build_pair(cached_build_options("resnet18", "random"))
+
+
+@pytest.fixture(scope="session")
+def resnet_int8(resnet_random_models: ModelPair) -> Path:
+    """The model the daemon tests run: ResNet-18 random weights, INT8, 160 px."""
+    return resnet_random_models.int8
+
+
+@pytest.fixture(scope="session")
+def resnet_random_nhwc_models() -> ModelPair:
+    """ResNet-18 random, 96 px, normalization inside the graph (NHWC uint8 input)."""
+    options = cached_build_options("resnet18", "random", size=96, layout="NHWC_uint8")
+    return build_pair(dataclasses.replace(options, out_dir=str(MODEL_CACHE / "nhwc")))
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[tuple[str, np.ndarray]]:
+    """(name, BGR uint8) for real photos from skimage.data; grey ones as 3-channel BGR."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTO_LOADERS:
+        image = getattr(skimage.data, name)()
+        code = cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR
+        photos.append((name, cv2.cvtColor(image, code)))
+    left, right, _ = skimage.data.stereo_motorcycle()
+    photos.append(("motorcycle_left", cv2.cvtColor(left, cv2.COLOR_RGB2BGR)))
+    photos.append(("motorcycle_right", cv2.cvtColor(right, cv2.COLOR_RGB2BGR)))
+    return photos
