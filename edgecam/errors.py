@@ -13,6 +13,10 @@ class ConfigError(EdgecamError):
     """The configuration file or a command-line override is invalid."""
 
 
+class ConfigConflict(ConfigError):
+    """The config file changed on disk while a change to it was being made: nothing was written."""
+
+
 class ModelError(EdgecamError):
     """A model file is missing, corrupt, or not what edgecam expects."""
 

@@ -1,13 +1,17 @@
-"""Latency histograms with cumulative buckets, rendered in Prometheus' text format.
-
-Kept by the preview hubs (JPEG encode, frame age) and exposed by the web app's /metrics.
+"""Latency figures: histograms with cumulative buckets (rendered in Prometheus' text format,
+kept by the preview hubs and exposed by the web app's /metrics), and rolling windows of the
+latest samples for percentiles (the stats).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Iterable
+import threading
+from collections import deque
+from typing import Iterable, Optional
+
+import numpy as np
 
 # Upper bounds in seconds: 1 ms .. 10 s, dense where a Pi's inference sits (20-200 ms).
 LATENCY_BUCKETS_S = (
@@ -69,3 +73,26 @@ def fmt_number(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(float(value))
+
+
+def percentile(values: "deque[float] | list[float]", q: float) -> Optional[float]:
+    if not values:
+        return None
+    return round(float(np.percentile(np.fromiter(values, dtype=np.float64), q)), 3)
+
+
+class LatencyWindow:
+    """Thread-safe rolling window of the most recent latency samples (ms)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()  # guards _samples against the stats reader
+
+    def add(self, value_ms: float) -> None:
+        with self._lock:
+            self._samples.append(value_ms)
+
+    def percentiles(self) -> dict[str, Optional[float]]:
+        with self._lock:
+            samples = list(self._samples)
+        return {"p50": percentile(samples, 50), "p99": percentile(samples, 99)}

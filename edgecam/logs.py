@@ -34,3 +34,10 @@ def setup_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def set_level(level: str) -> None:
+    """A new log level from a live config reload (only when it changed)."""
+    root = logging.getLogger()
+    if logging.getLevelName(root.level) != level:
+        root.setLevel(level)

@@ -1,11 +1,12 @@
 """Shared pytest configuration. Fixtures live in one module per concern."""
 
+import pytest
+
 pytest_plugins = [
     "tests.support.models",
     "tests.support.mqtt",
+    "tests.support.web",
 ]
-
-import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -3,15 +3,12 @@ import it, against a real preview server: it counts 200s, 503s and errors apart.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import cv2
 
-from tests.support.web import start_preview  # noqa: F401
 from tests.support.web_control import chelsea_bgr
+
 
 def test_run_load_counts_answers_by_kind(start_preview) -> None:
     from edgecam.bench import http as bench

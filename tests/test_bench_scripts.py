@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 from edgecam.bench.common import fmt_spread, per_frame_by_group, spread
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHILD_RSS = ("import json, resource, sys; from edgecam.bench.common import peak_rss_mb; "
              "print(json.dumps([peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")

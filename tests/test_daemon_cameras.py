@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgecam.bench.media import moving_frames, photo_bgr, write_video
 from edgecam.config import parse_config
 from edgecam.errors import ConfigError, EndOfStream, ModelError
 from edgecam.model.classifier import Classifier
@@ -23,7 +24,6 @@ from edgecam.sources.base import FrameSource
 from edgecam.sources.memory import MemorySource
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.mqtt import Collector, wait_until
-from edgecam.bench.media import moving_frames, photo_bgr, write_video
 
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
 DEVICE = "cams"
@@ -204,17 +204,17 @@ def test_a_lost_camera_does_not_slow_the_other(resnet_int8: Path, tmp_path: Path
         wait_until(lambda: {r.camera for r in recorder.results} == {"a", "b"}, 60, "both cameras")
         normal = rate_of_b(3.0)
         clip.rename(tmp_path / "away.avi")
-        wait_until(lambda: not daemon.cameras["a"].connected, 10, "camera a lost")
+        wait_until(lambda: not daemon.pipeline.layout.cameras["a"].camera.connected, 10, "camera a lost")
         during = rate_of_b(3.0)
-        health = daemon.health()
+        health = daemon.health.health()
         (tmp_path / "away.avi").rename(clip)
-        wait_until(lambda: daemon.cameras["a"].connected, 20, "camera a back")
+        wait_until(lambda: daemon.pipeline.layout.cameras["a"].camera.connected, 20, "camera a back")
     finally:
         daemon.stop()
         runner.join(timeout=10)
     assert normal > 12 and during >= 0.8 * normal, (normal, during)
     assert health[0] is False and "camera a" in health[1], health
-    assert daemon.counters()["cameras"]["a"]["state"] in ("connected", "stopped")
+    assert daemon.status.counters()["cameras"]["a"]["state"] in ("connected", "stopped")
 
 
 def test_the_single_source_config_keeps_its_results_and_topic(broker, resnet_int8: Path, tmp_path: Path) -> None:
@@ -260,9 +260,10 @@ def test_regions_sharing_a_model_file_share_one_session(resnet_int8: Path, tmp_p
         "a": {"uri": "demo", "regions": {"x": {}, "y": {"model": str(resnet_int8)}}},
         "b": {"uri": "demo", "regions": {"z": {"model": str(alias)}}}}})
     daemon = Daemon(config, stdout_results=False)
-    assert len(daemon.pool.paths()) == 2  # the default file once, the copy once
-    x, y = daemon.regions["a"]
-    assert daemon.pool.get(x.model_path) is daemon.pool.get(y.model_path)
+    layout = daemon.pipeline.layout
+    assert len(layout.models) == 2  # the default file once, the copy once
+    x, y = layout.cameras["a"].regions
+    assert layout.classifier(x.model_path) is layout.classifier(y.model_path)
 
 
 def test_sources_by_camera_name_feed_each_camera_its_own_frames(resnet_int8: Path) -> None:
@@ -273,7 +274,7 @@ def test_sources_by_camera_name_feed_each_camera_its_own_frames(resnet_int8: Pat
     daemon = Daemon(config, stdout_results=False, extra_sinks=[recorder],
                     source=MemorySource([photo_bgr("chelsea")], fps=20, source_id="mem-a"),
                     sources={"b": MemorySource([photo_bgr("coffee")], fps=20, source_id="mem-b")})
-    assert [camera.source.source_id for camera in daemon.cameras.values()] == ["mem-a", "mem-b", "demo"]
+    assert [run.camera.source.source_id for run in daemon.pipeline.layout.cameras.values()] == ["mem-a", "mem-b", "demo"]
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon_process import DaemonProcess, write_config
 from edgecam.bench.media import moving_frames, write_video
+from tests.support.daemon_process import DaemonProcess, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edgecam.bench.media import moving_frames, write_video
 from edgecam.config import parse_config
 from edgecam.publish.sink import Sink
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.mqtt import Collector, wait_until
-from edgecam.bench.media import moving_frames, write_video
 
 DEVICE = "mqttcam"
 
@@ -184,7 +184,7 @@ def test_broker_outage_daemon_recovers_and_counts_drops(broker, resnet_int8) -> 
     received = {m.json()["seq"] for c in (first, collector) for m in c.messages(f"{PREFIX}/result")}
     handed = {r.seq for r in recorder.results}
     mqtt = daemon.mqtt_sink.counters()
-    counters = daemon.counters()
+    counters = daemon.status.counters()
     assert mqtt["dropped"] > 0, "the outage should have overflowed the 20-message queue"
     # Every result handed to the sinks but never received was dropped by the MQTT queue
     # (oldest first) or still queued at shutdown: nothing vanished silently.

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon_process import DaemonProcess
 from edgecam.bench.media import moving_frames, write_video
+from tests.support.daemon_process import DaemonProcess
 
 _INET = re.compile(r'sa_family=AF_INET6?, sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6?)\("([^"]+)"\)')
 BLACKHOLE_DNS = ("ip link set lo up && ip link add v0 type veth peer name v1 && ip link set v0 up && "

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecam.bench.media import photo_bgr, write_video
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.mqtt import Broker, Collector
-from edgecam.bench.media import photo_bgr, write_video
 
 DEVICE = "door-cam"
 PREFIX = f"edgecam/{DEVICE}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecam.bench.media import moving_frames, photo_bgr
 from edgecam.config import parse_config
 from edgecam.errors import ConfigError
 from edgecam.model.classifier import Classifier
@@ -19,7 +20,6 @@ from edgecam.publish.sink import Sink
 from edgecam.result import Result
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from edgecam.bench.media import moving_frames, photo_bgr
 
 
 class CollectingSink(Sink):
@@ -72,7 +72,7 @@ def test_latest_frame_semantics_and_counters(resnet_int8: Path, frames) -> None:
 
     results = sink.results
     assert len(results) > 20
-    counters = daemon.counters()
+    counters = daemon.status.counters()
     assert counters["captured"] == (counters["processed"] + counters["dropped"] + counters["skipped"]
                                     + counters["pending"])
     assert counters["dropped"] > counters["processed"], "source was not faster than inference"
@@ -111,21 +111,21 @@ def test_skip_unchanged_skips_static_scene_only(resnet_int8: Path, frames) -> No
     static = make_daemon(resnet_int8, MemorySource([frames[0]], fps=30), CollectingSink(),
                          inference={"skip_unchanged": {"enabled": True, "threshold": 2.0}})
     run_for(static, 1.5)
-    assert static.counters()["processed"] == 1
-    assert static.counters()["skipped"] >= 20
+    assert static.status.counters()["processed"] == 1
+    assert static.status.counters()["skipped"] >= 20
 
     moving = make_daemon(resnet_int8, MemorySource(frames, fps=30), CollectingSink(),
                          inference={"skip_unchanged": {"enabled": True, "threshold": 2.0}})
     run_for(moving, 1.5)
-    assert moving.counters()["skipped"] == 0
-    assert moving.counters()["processed"] >= 20
+    assert moving.status.counters()["skipped"] == 0
+    assert moving.status.counters()["processed"] >= 20
 
 
 def test_slow_sink_never_stalls_inference(resnet_int8: Path, frames) -> None:
     slow = CollectingSink(delay_s=0.2)
     daemon = make_daemon(resnet_int8, MemorySource(frames, fps=60), slow, publish={"queue_size": 4})
     run_for(daemon, 2.0)
-    processed = daemon.counters()["processed"]
+    processed = daemon.status.counters()["processed"]
     assert processed > 3 * len(slow.results), (processed, len(slow.results))
     assert daemon.publisher.dropped >= processed - len(slow.results) - 4 - 1
 
@@ -147,16 +147,17 @@ def test_stats_snapshot_values(resnet_int8: Path, frames) -> None:
 
 def test_runtime_settings_validate_before_applying(resnet_int8: Path, frames) -> None:
     daemon = make_daemon(resnet_int8, MemorySource(frames, fps=30), CollectingSink())
-    applied = daemon.apply_settings({"max_fps": 5, "policy": "on_change", "smoothing": 2})
+    control = daemon.controller
+    applied = control.apply_settings({"max_fps": 5, "policy": "on_change", "smoothing": 2})
     assert applied["max_fps"] == 5 and applied["policy"] == "on_change"
-    assert daemon.inference.settings.max_fps == 5 and daemon.inference.settings.smoothing == 2
+    assert daemon.config.inference.max_fps == 5 and daemon.config.inference.smoothing == 2
     for bad, fragment in (({"max_fps": -1}, "max_fps"), ({"policy": "sometimes"}, "policy"),
                           ({"smoothing": "3"}, "smoothing"), ({"colour": 1}, "unknown setting")):
         with pytest.raises(ConfigError, match=fragment):
-            daemon.apply_settings({"min_score": 0.5, **bad})
+            control.apply_settings({"min_score": 0.5, **bad})
         assert daemon.config.publish.min_score == 0.0, "a rejected change must change nothing"
-    daemon.pause()
-    assert daemon.paused and daemon.state()["paused"] is True
+    control.pause()
+    assert control.paused and control.state()["paused"] is True
 
 
 def test_odd_frames_do_not_end_the_daemon_and_grey_frames_preview(resnet_int8: Path, frames) -> None:
@@ -165,8 +166,8 @@ def test_odd_frames_do_not_end_the_daemon_and_grey_frames_preview(resnet_int8: P
     sink = CollectingSink()
     daemon = make_daemon(resnet_int8, MemorySource(odd, fps=30), sink)
     assert run_for(daemon, 2.0) == 0
-    counters = daemon.counters()
+    counters = daemon.status.counters()
     assert counters["bad_frames"] >= 2 and counters["processed"] > 10, counters
     assert all(result.frame_width == 640 for result in sink.results)
-    jpeg = daemon.snapshot_jpeg()
+    jpeg = daemon.controller.snapshot_jpeg()
     assert jpeg is not None and jpeg[:2] == b"\xff\xd8"

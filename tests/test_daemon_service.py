@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgecam.bench.media import moving_frames, photo_bgr, write_video
 from edgecam.config import parse_config
+from edgecam.inference.pool import LoadedModel, model_key
 from edgecam.model.classifier import Classifier
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
 from tests.support.daemon_process import DaemonProcess, write_config
-from edgecam.bench.media import moving_frames, photo_bgr, write_video
 
 
 @pytest.fixture
@@ -107,8 +108,13 @@ def test_watchdog_stops_when_the_pipeline_stalls(notify_socket, resnet_int8: Pat
     config = parse_config({"device_id": "wd", "mqtt": {"enabled": False},
                            "model": {"path": str(resnet_int8), "threads": 1}})
     daemon = Daemon(config, stdout_results=False, source=MemorySource(moving_frames(10), fps=30))
-    gated = GatedClassifier(daemon.classifier)
-    daemon.pool.replace(str(resnet_int8), gated)
+    gated = GatedClassifier(daemon.pipeline.layout.default_classifier())
+    key = model_key(resnet_int8)
+
+    def wedge(layout):
+        return layout.next(models={key: LoadedModel(gated, layout.models[key].stamp)}), None
+
+    daemon.pipeline.update(wedge, "test")
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:

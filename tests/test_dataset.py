@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgecam.bench.media import photo_bgr
 from edgecam.config import CollectConfig, Config, RegionConfig
 from edgecam.dataset.collector import Collector
 from edgecam.dataset.store import DatasetError, RegionStore, dhash, distance
@@ -20,7 +21,6 @@ from edgecam.model.types import Label
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region, resolve
 from tests.support.mqtt import make_result, wait_until
-from edgecam.bench.media import photo_bgr
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "moon", "brick", "grass", "gravel")
 
@@ -94,14 +94,14 @@ def test_the_collector_keeps_unsure_changed_and_spread_out_frames(tmp_path: Path
     cfg = CollectConfig(enabled=True, dir=str(tmp_path / "data"), low_score=0.5, every_s=1000, min_interval_s=0,
                         min_distance=0)
     door, gate = region("door"), region("gate")
-    collector = Collector(cfg, [door, gate], threading.Event())
+    collector = Collector(cfg, threading.Event())
     collector.start()
     frame = photo_bgr("chelsea", (320, 240))
     results = [_result("door", 0.9), _result("gate", 0.3)]
-    collector.offer(frame, {"door": door, "gate": gate}, results, [])  # door: first = periodic; gate: low score
-    collector.offer(frame, {"door": door, "gate": gate}, [_result("door", 0.9)], [])  # nothing new: not due
+    collector.offer(frame, [door, gate], results, [])  # door: first = periodic; gate: low score
+    collector.offer(frame, [door, gate], [_result("door", 0.9)], [])  # nothing new: not due
     change = RegionState("tabby", 281, 0.9, time.time(), ())
-    collector.offer(photo_bgr("coffee", (320, 240)), {"door": door}, [_result("door", 0.9)], [(door, change)])
+    collector.offer(photo_bgr("coffee", (320, 240)), [door], [_result("door", 0.9)], [(door, change)])
     wait_until(lambda: collector.saved == 3, 10, "three samples")
     names = sorted(p.name.split("_")[1] for p in (tmp_path / "data").rglob("*.jpg"))
     assert names == ["low-score", "periodic", "state-change"]
@@ -121,10 +121,10 @@ def test_a_read_only_dataset_is_one_log_line_and_collection_goes_on(tmp_path: Pa
     blocker.write_text("a file where the dataset folder should be")  # mkdir fails, even for root
     cfg = CollectConfig(enabled=True, dir=str(blocker), low_score=1.0, min_interval_s=0, min_distance=0)
     door = region()
-    collector = Collector(cfg, [door], threading.Event())
+    collector = Collector(cfg, threading.Event())
     collector.start()
     for i in range(5):
-        collector.offer(photo_bgr(PHOTOS[i], (320, 240)), {"door": door}, [_result("door", 0.4)], [])
+        collector.offer(photo_bgr(PHOTOS[i], (320, 240)), [door], [_result("door", 0.4)], [])
         time.sleep(0.05)
     wait_until(lambda: collector.failed == 5, 10, "five failed saves")
     lines = [r.getMessage() for r in caplog.records if "collect:" in r.getMessage()]
@@ -151,10 +151,10 @@ def tmpfs(tmp_path: Path):
 
 
 def _collecting_daemon(model: Path, folder: Path, max_files: int = 100):
+    from edgecam.bench.media import moving_frames
     from edgecam.config import parse_config
     from edgecam.service.daemon import Daemon
     from edgecam.sources.memory import MemorySource
-    from edgecam.bench.media import moving_frames
 
     config = parse_config({
         "device_id": "collect", "mqtt": {"enabled": False}, "model": {"path": str(model), "threads": 1},
@@ -180,7 +180,7 @@ def test_a_running_daemon_collects_within_its_caps(resnet_int8: Path, tmp_path: 
         assert 3 <= len(files) <= 6, (region, len(files))
         width = cv2.imdecode(np.fromfile(files[0], np.uint8), cv2.IMREAD_COLOR).shape[1]
         assert width == 160  # the region's crop (half of the 320-px frame), not the annotated frame
-    assert daemon.collector.saved >= 6 and daemon.counters()["processed"] > 20
+    assert daemon.collector.saved >= 6 and daemon.status.counters()["processed"] > 20
 
 
 @pytest.mark.parametrize("options, error", [("ro,size=1m", "Read-only file system"),
@@ -192,4 +192,4 @@ def test_a_read_only_or_full_disk_is_one_log_line_and_classification_goes_on(
     _run(daemon, 3.0)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("collect:")]
     assert len(lines) == 1 and error in lines[0] and "classification goes on" in lines[0], lines
-    assert daemon.collector.failed >= 5 and daemon.counters()["processed"] > 20
+    assert daemon.collector.failed >= 5 and daemon.status.counters()["processed"] > 20

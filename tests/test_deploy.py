@@ -19,9 +19,10 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from edgecam.bench.media import moving_frames, write_video
+from edgecam.config import load_config
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.mqtt import Collector, free_port
-from edgecam.bench.media import moving_frames, write_video
 
 RESNET, EFFNET = "resnet18_160_int8", "efficientnet_lite0_160_int8"
 
@@ -63,7 +64,7 @@ def test_sighup_swaps_a_changed_model_file_without_a_gap(resnet_int8: Path, effn
     switch = names.index(EFFNET)
     assert set(names[:switch]) == {RESNET} and set(names[switch:]) == {EFFNET}  # one clean switch
     assert largest_gap_s(results) < 1.0, "results stopped during the swap"
-    assert any("reloaded current.onnx" in line for line in daemon.errors)
+    assert any("model file current.onnx changed on disk: reloaded" in line for line in daemon.errors)
     assert code == 0
 
 
@@ -96,12 +97,14 @@ def test_mqtt_reload_keeps_the_old_model_when_the_new_file_is_broken(broker, res
         replace_file(effnet_models.int8, model)
         reply = reload()
         assert reply["ok"] is True and reply["reloaded"] == ["current.onnx"], reply
+        assert reply["changes"] == ["model file current.onnx changed on disk: reloaded"], reply
         deadline = time.monotonic() + 20
         while EFFNET not in model_names([m.json() for m in collector.messages("edgecam/swap/result")][-3:]):
             assert time.monotonic() < deadline, "the new model never answered"
             time.sleep(0.1)
         assert collector.messages("edgecam/swap/state")[-1].json()["model"]["name"] == EFFNET
-        assert reload()["unchanged"] == ["current.onnx"]  # nothing changed since: nothing to do
+        again = reload()
+        assert again["reloaded"] == [] and again["changes"] == []  # nothing changed since: nothing to do
         assert daemon.proc.poll() is None
     finally:
         collector.close()
@@ -123,6 +126,9 @@ def test_an_uploaded_model_for_one_region_is_checked_then_swapped_in(resnet_int8
                                                                      tmp_path: Path) -> None:
     door_model = tmp_path / "door.onnx"
     shutil.copy(resnet_int8, door_model)
+    default_model = tmp_path / "models" / "default.onnx"
+    default_model.parent.mkdir()
+    shutil.copy(resnet_int8, default_model)
     clip = write_video(tmp_path / "clip.avi", moving_frames(30), fps=30)
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
@@ -130,7 +136,7 @@ def test_an_uploaded_model_for_one_region_is_checked_then_swapped_in(resnet_int8
     port = free_port()
     config = write_config(
         tmp_path / "config.yaml", device_id="upload", mqtt={"enabled": False},
-        model={"path": str(resnet_int8), "threads": 1},
+        model={"path": str(default_model), "threads": 1},
         cameras={"porch": {"uri": str(clip), "regions": {"door": {"model": str(door_model)}, "step": {}}}},
         preview={"http": {"enabled": True, "port": port,
                           "auth": {"username": "admin", "password_file": str(secret)}}})
@@ -145,11 +151,16 @@ def test_an_uploaded_model_for_one_region_is_checked_then_swapped_in(resnet_int8
         count = len(daemon.results())
         assert daemon.wait_for(lambda: len(daemon.results()) >= count + 10, timeout=20)
         status, body = _post(url, effnet_models.int8.read_bytes(), "application/octet-stream", "admin:s3cret")
-        assert status == 200 and body["name"] == EFFNET and body["model"] == str(door_model), body
+        assert status == 200 and body["name"] == EFFNET and body["previous"] == str(door_model), body
+        uploaded = Path(body["model"])  # a name of its own: never over a file another region uses
+        assert uploaded.parent == default_model.parent / "uploads" / "porch" / "door", body
         assert daemon.wait_for(lambda: any(r["region"] == "door" and r["model"]["name"] == EFFNET
                                            for r in daemon.results()[-6:]), timeout=20)
-        assert door_model.with_name("door.onnx.bak").read_bytes() == resnet_int8.read_bytes()
-        assert door_model.read_bytes() == effnet_models.int8.read_bytes()  # kept across restarts
+        assert uploaded.read_bytes() == effnet_models.int8.read_bytes()
+        assert door_model.read_bytes() == resnet_int8.read_bytes()  # the previous model, kept for a rollback
+        assert default_model.read_bytes() == resnet_int8.read_bytes()  # the shared default: untouched
+        assert body["persisted"] is True  # kept across restarts: the config file names it
+        assert load_config(config).cameras["porch"].regions["door"].model == str(uploaded)
         step = [r for r in daemon.results()[-10:] if r["region"] == "step"]
         assert step and {r["model"]["name"] for r in step} == {RESNET}, "only the door's model changed"
         assert daemon.proc.poll() is None

@@ -13,12 +13,12 @@ from typing import Iterator
 
 import pytest
 
+from edgecam.bench.media import moving_frames
 from edgecam.config import parse_config
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
 from tests.support.chromium_cdp import Chromium
 from tests.support.mqtt import wait_until
-from edgecam.bench.media import moving_frames
 from tests.test_preview_page import _CDP_FLAGS, _chromium
 
 
@@ -55,8 +55,11 @@ def live(resnet_int8: Path, tmp_path: Path) -> Iterator[Live]:
     wait_until(lambda: any(getattr(e, "port", None) for e in daemon._extras), 30, "the web preview")
     live = Live(daemon, tmp_path / "data" / "gate" / "latch")
     wait_until(lambda: len(list((live.dataset / "inbox").glob("*.jpg"))) >= 4, 30, "four samples")
-    daemon.config = daemon.config.model_copy(update={"collect": daemon.config.collect.model_copy(
-        update={"enabled": False})})  # hold the inbox still for the assertions
+    def no_collecting(layout):  # hold the inbox still for the assertions
+        collect = layout.config.collect.model_copy(update={"enabled": False})
+        return layout.next(config=layout.config.model_copy(update={"collect": collect})), None
+
+    daemon.pipeline.update(no_collecting, "test")
     yield live
     daemon.stop()
     runner.join(timeout=10)

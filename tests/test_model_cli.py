@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from edgecam.bench.models import TEST_CALIB, TEST_HOLDOUT
+from edgecam.cli.model import default_model
 from edgecam.errors import ModelError
 from edgecam.export import BuildOptions, ensure_default_model, output_paths
 from edgecam.export.weights import (
@@ -17,8 +19,6 @@ from edgecam.export.weights import (
     WeightsUnavailableError,
     resnet18_cache_path,
 )
-from edgecam.cli.model import default_model
-from edgecam.bench.models import TEST_CALIB, TEST_HOLDOUT
 from tests.test_model_errors import run_cli
 
 # Simulated "offline": an empty torch cache and an HTTPS proxy on a closed port,

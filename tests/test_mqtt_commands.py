@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecam.publish.mqtt.commands import COMMANDS, SETTINGS, CommandError, handle_command, parse_command
 from edgecam.errors import ConfigError
+from edgecam.publish.mqtt.commands import COMMANDS, SETTINGS, CommandError, handle_command, parse_command
 from tests.support.fake_control import FakeControl
 from tests.support.mqtt import make_result, mqtt_config, wait_until
 

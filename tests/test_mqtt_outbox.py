@@ -143,9 +143,9 @@ def test_messages_paho_took_while_disconnected_count_as_unacknowledged(tmp_path)
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import MQTTErrorCode
 
+    from edgecam.publish.mqtt.outbox import Outbox
     from edgecam.publish.mqtt.pump import OutboxPump
     from edgecam.publish.mqtt.results import Queued, ResultQueue
-    from edgecam.publish.mqtt.outbox import Outbox
 
     def info(mid: int, rc: MQTTErrorCode, published: bool) -> mqtt.MQTTMessageInfo:
         handle = mqtt.MQTTMessageInfo(mid)

@@ -9,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecam.config import PublishConfig
-from edgecam.publish.policy import (EveryPolicy, IntervalPolicy, OnChangePolicy, UNKNOWN_INDEX, UNKNOWN_LABEL,
-                                    apply_min_score, make_policy)
+from edgecam.publish.policy import (
+    UNKNOWN_INDEX,
+    UNKNOWN_LABEL,
+    EveryPolicy,
+    IntervalPolicy,
+    OnChangePolicy,
+    apply_min_score,
+    make_policy,
+)
 from tests.support.mqtt import make_result
 
 

@@ -16,8 +16,6 @@ import time
 
 import pytest
 
-from tests.support.web import start_preview  # noqa: F401
-
 
 def _drip(sock: socket.socket, data: bytes, every_s: float, give_up_s: float) -> tuple[float, bytes]:
     """Send ``data`` one byte every ``every_s`` until the server answers or closes.

@@ -16,8 +16,8 @@ import cv2
 import pytest
 
 from edgecam.bench import bombs
-from tests.support.daemon_process import DaemonProcess, write_config
 from edgecam.bench.media import photo_bgr
+from tests.support.daemon_process import DaemonProcess, write_config
 
 BOMB_RSS_MARGIN = 64 * 1024 * 1024  # peak RSS growth allowed while bombs are thrown
 PNG = {"Content-Type": "image/png"}

@@ -14,7 +14,6 @@ import cv2
 import pytest
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig
-from tests.support.web import start_preview  # noqa: F401
 from tests.support.web_control import chelsea_bgr
 
 PNG = {"Content-Type": "image/png"}

@@ -18,10 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig
 from edgecam.errors import ConfigError
-from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
-from tests.support.web import start_preview  # noqa: F401
-from tests.support.web_control import ControlDouble, chelsea_bgr, channel_top3, make_result
+from edgecam.web import HttpPreview
+from tests.support.web_control import ControlDouble, channel_top3, chelsea_bgr, make_result
 
 
 def test_health_flips_between_200_and_503(start_preview) -> None:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgecam.bench import bombs
 from edgecam.web import imageinfo
 from edgecam.web.errors import HttpError
 from edgecam.web.upload import multipart_file
-from edgecam.bench import bombs
 
 MAGICS = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF\0\0\0\0WEBP", b"II*\0", b"MM\0*", b"GIF89a",
           b"P5\n", b"P1 "]

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from edgecam.config import HttpPreviewConfig
-from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
+from edgecam.web import HttpPreview
 from tests.support.chromium_cdp import Chromium
 from tests.support.web_control import ControlDouble, chelsea_bgr, make_result
 

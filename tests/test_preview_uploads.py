@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from edgecam.bench import bombs
-from tests.support.web import start_preview  # noqa: F401
-from tests.support.web_control import chelsea_bgr, channel_top3
+from tests.support.web_control import channel_top3, chelsea_bgr
 
 PNG = {"Content-Type": "image/png"}
 JPEG = {"Content-Type": "image/jpeg"}

@@ -32,8 +32,8 @@ class GatedSink(Sink):
 
 def test_a_full_queue_drops_results_never_state_changes() -> None:
     sink, stop = GatedSink(), threading.Event()
-    publisher = PublisherThread([sink], lambda: make_policy(PublishConfig()), queue_size=4, stop_event=stop)
-    publisher.start()
+    publisher = PublisherThread(lambda: make_policy(PublishConfig()), queue_size=4, stop_event=stop)
+    publisher.start([sink])
     try:
         publisher.submit(make_result(0))
         wait_until(lambda: publisher.queue_depth == 0, what="the thread holds result 0 in the sink")

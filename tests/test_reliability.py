@@ -17,10 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
 from edgecam.bench.reliability.fuzz import fuzz_configs
 from edgecam.bench.reliability.watch import Subscriber
+
+REPO = Path(__file__).resolve().parent.parent
 
 EXPECTED_CHECKS = (
     "start: first result over MQTT", "idle: frames classified", "broker stopped", "HTTP load, 16 clients",
@@ -79,7 +79,7 @@ def test_results_are_counted_once_per_topic_and_seq() -> None:
 
 def test_the_config_fuzzer_reports_a_loader_that_raises_something_else(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import reliability_fuzz
+    from edgecam.bench.reliability import fuzz as reliability_fuzz
 
     def broken(path):  # type: ignore[no-untyped-def]
         raise RecursionError("maximum recursion depth exceeded")

@@ -10,10 +10,10 @@ import pytest
 
 from edgecam.config import HttpAuthConfig, HttpPreviewConfig, parse_config
 from edgecam.errors import ConfigError
-from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
 from edgecam.publish.mqtt import read_password
 from edgecam.secrets import read_secret_file
+from edgecam.web import HttpPreview
 from tests.support.web_control import ControlDouble
 
 

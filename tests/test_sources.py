@@ -22,7 +22,7 @@ from edgecam.sources.factory import make_source
 from edgecam.sources.opencv_source import OpenCVSource
 from edgecam.sources.picamera2_source import Picamera2Source, shutdown_picamera2
 
-FAKE_PICAMERA2_DIR = Path(__file__).parent / "fake_picamera2"
+FAKE_PICAMERA2_DIR = Path(__file__).parent / "support" / "fake_picamera2"
 VIDEO_FRAMES = 30
 VIDEO_FPS = 20.0
 STEP = 8  # frame i is a flat grey of value i * STEP

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from edgecam.bench.train_data import lfw_dataset, scene_dataset, scene_sample
 from edgecam.cli import main
+from edgecam.model.classifier import Classifier
 from edgecam.training import TrainOptions, train_model
 from edgecam.training.dataset import load_dataset
-from edgecam.model.classifier import Classifier
-
-from edgecam.bench.train_data import lfw_dataset, scene_dataset, scene_sample
 
 FLOOR = 0.85
 MIN_AGREEMENT = 0.95

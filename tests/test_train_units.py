@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgecam.errors import ModelBuildError
+from edgecam.model.describe import format_confusion
 from edgecam.training.augment import random_view
 from edgecam.training.dataset import load_dataset, stratified_subset
 from edgecam.training.metrics import (
@@ -27,7 +28,6 @@ from edgecam.training.metrics import (
 )
 from edgecam.training.plot import CELL, confusion_image
 from edgecam.training.progress import Progress
-from edgecam.model.describe import format_confusion
 
 
 def _write(path: Path, seed: int) -> None:
@@ -195,9 +195,9 @@ def test_random_views_jitter_but_never_mirror_with_no_flip():
 def test_split_network_and_both_engines_compute_the_same(arch, weights, dim, real_photos):
     import torch
 
+    from edgecam.model.preprocess import Preprocessor
     from edgecam.training.network import build_network, make_engine
     from edgecam.training.pipeline import feature_info
-    from edgecam.model.preprocess import Preprocessor
 
     torch.set_num_threads(1)
     net = build_network(arch, 96, 3, seed=0, weights=weights)

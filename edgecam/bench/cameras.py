@@ -5,7 +5,7 @@ Every camera is an in-memory source of real photos (scikit-image's, 640x480) pac
 fed to the daemon through ``Daemon(sources={camera: source})``; every region triggers on every
 frame. Each configuration runs in a fresh child process (its own peak RSS) for ``--seconds``
 after ``--warmup``, once with crops due together run as one batch per model
-(``InferenceSettings.batch=True``, the default) and once one by one (``batch=False``).
+(``Daemon(batch=True)``, the default) and once one by one (``batch=False``).
 
     .venv/bin/python -m edgecam.bench.cameras [--model FILE] [--threads 2] [--seconds 5] [--repeat 5]
     .venv/bin/python -m edgecam.bench.cameras --cameras 1 2 --regions 2 --seconds 2 --repeat 1
@@ -83,16 +83,15 @@ def child_daemon(args: argparse.Namespace) -> dict:
     sources = {name: MemorySource(images[i % 4:] + images[:i % 4], fps=SOURCE_FPS, source_id=f"memory-{name}")
                for i, name in enumerate(names)}
     recorder = Recorder()
-    daemon = Daemon(config, stdout_results=False, sources=sources, extra_sinks=[recorder])
-    daemon.inference.settings = daemon.inference.settings.replace(batch=args.batch)
+    daemon = Daemon(config, stdout_results=False, sources=sources, extra_sinks=[recorder], batch=args.batch)
     runner = threading.Thread(target=daemon.run, name="bench-daemon")
     runner.start()
     time.sleep(args.warmup)
-    before, cpu0, wall0 = daemon.counters()["cameras"], sum(os.times()[:2]), time.monotonic()
+    before, cpu0, wall0 = daemon.status.counters()["cameras"], sum(os.times()[:2]), time.monotonic()
     recorder.on = True
     time.sleep(args.seconds)
     recorder.on = False
-    after, cpu1, wall1 = daemon.counters()["cameras"], sum(os.times()[:2]), time.monotonic()
+    after, cpu1, wall1 = daemon.status.counters()["cameras"], sum(os.times()[:2]), time.monotonic()
     daemon.stop()
     runner.join()
     if daemon.inference.error is not None:
@@ -141,7 +140,8 @@ def child_micro(args: argparse.Namespace) -> dict:
     for n, tensor in batches.items():  # growing batches: each VmHWM step is what the batch adds
         for _ in range(3):
             clf.run_batch(tensor)
-        base = base if n > 1 else peak_rss_mb()
+        if n == 1:
+            base = peak_rss_mb()
         rss[n] = peak_rss_mb() - base
     steps = {  # name -> (call, images it handles)
         "batch": (lambda: clf.probabilities_batch(crops), 4),

@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parents[2]
 from edgecam.bench.pipeline import DEFAULT_MODEL, ensure_model, frames
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

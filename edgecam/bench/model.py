@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -31,14 +32,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-
+from edgecam.bench.common import fmt, fmt_spread, host_line, load, peak_rss_mb, spread
 from edgecam.export import BuildOptions, build_model, output_paths
 from edgecam.export.calibration import builtin_photos, builtin_sets
 from edgecam.model.classifier import Classifier
 from edgecam.model.metadata import LAYOUTS
 
-from edgecam.bench.common import fmt, fmt_spread, host_line, load, peak_rss_mb, spread
+ROOT = Path(__file__).resolve().parents[2]
 
 CACHE = ROOT / ".cache" / "bench-models"
 INT8_SIZES = (224, 192, 160, 128)
@@ -240,8 +240,8 @@ def compare_batch(args: argparse.Namespace) -> None:
         for n in batches:
             # Each timed step handles `runs` images in total, so rows cost the same.
             steps = max(1, args.runs // n)
-            run[n].append(timed(lambda _: clf.run_batch(tensors[n]), [0], steps)["median"] / n)
-            full[n].append(timed(lambda _: clf.probabilities_batch(crops[:n]), [0], steps)["median"] / n)
+            run[n].append(timed(lambda _, n=n: clf.run_batch(tensors[n]), [0], steps)["median"] / n)
+            full[n].append(timed(lambda _, n=n: clf.probabilities_batch(crops[:n]), [0], steps)["median"] / n)
     print(f"\nBatch size, ResNet-18 INT8 {args.size}, {threads} threads, {args.rounds} interleaved "
           f"rounds of {args.runs} images per row, {os.cpu_count()} CPUs, 1-min load "
           f"{os.getloadavg()[0]:.2f}. median = median of the round medians; best = the fastest "

@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-from edgecam.model.classifier import Classifier
 from edgecam.bench.train_data import scene_dataset
+from edgecam.model.classifier import Classifier
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CACHE = ROOT / ".cache" / "bench-train"
 

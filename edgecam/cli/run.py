@@ -84,7 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
 
-    daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration)
+    daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration,
+                    read_config=lambda: load_run_config(args), config_path=resolve_config_path(args.config))
     _install_signal_handlers(daemon)
     return daemon.run()
 

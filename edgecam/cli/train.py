@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from edgecam.training.pipeline import TrainOptions
 from edgecam.export.weights import ARCHS
 from edgecam.model.metadata import LAYOUTS
+from edgecam.training.pipeline import TrainOptions
 
 _DEFAULTS = TrainOptions(dataset="")
 
@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from edgecam.training import train_model
     from edgecam.cli.model import _setup_logging
+    from edgecam.training import train_model
 
     _setup_logging()
     fields = set(TrainOptions.__dataclass_fields__)

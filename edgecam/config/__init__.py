@@ -12,7 +12,7 @@ from edgecam.config.cameras import (
     CameraConfig,
     RegionConfig,
 )
-from edgecam.config.loader import apply_overrides, format_validation_error, load_config, parse_config
+from edgecam.config.loader import apply_overrides, format_validation_error, load_config, load_text, parse_config
 from edgecam.config.root import Config
 from edgecam.config.sections import (
     MIN_MAX_FPS,
@@ -43,5 +43,5 @@ __all__ = [
     "HttpPreviewConfig", "InferenceConfig", "ModelConfig", "MqttConfig", "OutboxConfig", "Picamera2Config",
     "PreviewConfig", "PublishConfig",
     "RegionConfig", "Section", "SkipUnchangedConfig", "SourceConfig", "StatsConfig", "TlsConfig",
-    "apply_overrides", "format_validation_error", "load_config", "parse_config",
+    "apply_overrides", "format_validation_error", "load_config", "load_text", "parse_config",
 ]

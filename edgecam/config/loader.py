@@ -59,7 +59,11 @@ def load_config(path: Optional[str | os.PathLike[str]]) -> Config:
     if path is None:
         return parse_config({}, "<defaults>")
     file = Path(path)
-    text = _read_text(file)
+    return load_text(read_text(file), file)
+
+
+def load_text(text: str, file: Path) -> Config:
+    """Validate config text as if it were ``file``'s (a change about to be written there)."""
     try:
         _check_nesting(text, file)
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -71,7 +75,7 @@ def load_config(path: Optional[str | os.PathLike[str]]) -> Config:
     return parse_config(data, str(file))
 
 
-def _read_text(file: Path) -> str:
+def read_text(file: Path) -> str:
     """The file's text, refusing what is not a plain file of at most MAX_CONFIG_BYTES
     (``/dev/zero`` or a 30 MB file must not be read into memory)."""
     try:

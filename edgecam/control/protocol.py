@@ -12,6 +12,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from edgecam.model.types import Label
+from edgecam.preview.hub import PreviewHub
 
 
 class DaemonControl(Protocol):
@@ -22,10 +23,11 @@ class DaemonControl(Protocol):
     def camera_names(self) -> list[str]:
         """The cameras, in config order."""
 
-    def pause(self, camera: Optional[str] = None) -> None:
-        """Stop classifying (capture keeps running so resume is instant)."""
+    def pause(self, camera: Optional[str] = None) -> bool:
+        """Stop classifying (capture keeps running so resume is instant). Returns whether the
+        camera (None: every camera) is paused right after this change."""
 
-    def resume(self, camera: Optional[str] = None) -> None: ...
+    def resume(self, camera: Optional[str] = None) -> bool: ...
 
     def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
                        region: Optional[str] = None) -> dict[str, Any]:
@@ -64,9 +66,18 @@ class DaemonControl(Protocol):
 
     def sample_jpeg(self, camera: str, region: str, sample_id: str) -> bytes: ...
 
-    def reload_models(self) -> dict[str, Any]:
-        """Reload every model file changed on disk (as SIGHUP does): {"reloaded", "unchanged",
-        "errors"}. A file that fails to load leaves its old model running."""
+    def reload(self) -> dict[str, Any]:
+        """Re-read the config file, validate it whole and apply the difference live (as SIGHUP
+        does), model files changed on disk included: {"changes": [...], "needs_restart": [...],
+        "cameras": [...]}. Raises ConfigError / ModelError, and then nothing changed."""
+
+    def edit_config(self, edits: dict[str, Any]) -> dict[str, Any]:
+        """Write ``edits`` (dotted key path -> value) into the config file, keeping its comments,
+        and apply it live; the reply is reload's plus {"written": path}. Nothing is written
+        when the result does not validate."""
+
+    def hubs(self) -> "dict[str, PreviewHub]":
+        """Each camera's preview hub (annotated frames for the web app), in config order."""
 
     def upload_model(self, camera: str, region: str, data: bytes) -> dict[str, Any]:
         """Deploy an ONNX file for one region without a restart; raises ModelError (the old

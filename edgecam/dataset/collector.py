@@ -37,12 +37,11 @@ ERROR_LOG_EVERY_S = 600.0
 
 
 class Collector:
-    def __init__(self, cfg: CollectConfig, regions: Iterable[Region], stop_event: threading.Event) -> None:
+    def __init__(self, cfg: CollectConfig, stop_event: threading.Event) -> None:
         self.cfg = cfg
         self.root = Path(cfg.dir)
-        self.stores = {region.key: RegionStore(self.root / region.camera / region.name, cfg.max_files,
-                                               cfg.max_mb, cfg.min_distance, cfg.jpeg_quality)
-                       for region in regions}
+        self._stores: dict[tuple[str, str], RegionStore] = {}  # made on first use: regions come and go
+        self._stores_lock = threading.Lock()  # guards _stores (inference, collector, MQTT and web threads)
         self._stop = stop_event
         self._queue: queue.Queue[tuple[tuple[str, str], np.ndarray, str]] = queue.Queue(QUEUE_SIZE)
         self._last_saved: dict[tuple[str, str], float] = {}
@@ -64,9 +63,10 @@ class Collector:
             self._thread.join(timeout)
 
     # -- called on the inference thread ---------------------------------------------------
-    def offer(self, image: np.ndarray, regions: dict[str, Region], results: list[Result],
+    def offer(self, image: np.ndarray, regions: Iterable[Region], results: list[Result],
               changes: list[tuple[Region, RegionState]]) -> None:
         now = time.monotonic()
+        by_name = {region.name: region for region in regions}
         changed = {region.name for region, _ in changes}
         for result in results:
             key = (result.camera, result.region)
@@ -74,7 +74,7 @@ class Collector:
             if reason is None:
                 continue
             try:
-                self._queue.put_nowait((key, regions[result.region].crop(image).copy(), reason))
+                self._queue.put_nowait((key, by_name[result.region].crop(image).copy(), reason))
                 self._last_saved[key] = now
             except queue.Full:
                 self.dropped += 1
@@ -102,10 +102,15 @@ class Collector:
         return sample
 
     def store(self, camera: str, region: str) -> RegionStore:
-        try:
-            return self.stores[(camera, region)]
-        except KeyError:
-            raise DatasetError(f"no region {camera}/{region}") from None
+        """The region's store (the caller checked that the region runs)."""
+        with self._stores_lock:
+            store = self._stores.get((camera, region))
+            if store is None:
+                cfg = self.cfg
+                store = RegionStore(self.root / camera / region, cfg.max_files, cfg.max_mb, cfg.min_distance,
+                                    cfg.jpeg_quality)
+                self._stores[(camera, region)] = store
+            return store
 
     # -- the thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -119,7 +124,7 @@ class Collector:
 
     def _save(self, key: tuple[str, str], crop: np.ndarray, reason: str) -> None:
         try:
-            sample = self.stores[key].add(crop, reason)
+            sample = self.store(*key).add(crop, reason)
         except DatasetError as err:
             self.failed += 1
             self._log_error(str(err), err.reason)

@@ -1,116 +1,117 @@
-"""New models without a restart: SIGHUP / MQTT ``reload`` and an HTTP upload for one region.
+"""A new model for one region without a restart: the web app's upload.
 
-A new model is loaded and warmed on the side (Classifier runs one inference when
-it loads), then swapped in: the inference thread looks each region's classifier
-up in the ModelPool every turn, so the swap lands between two frames and results
-never stop. On any error the old model keeps running; the error is logged,
-returned to the caller (cmd/response, the HTTP reply) and kept in the state
-topic (``model_errors``). After a swap the state topic and Home Assistant
-discovery are published again, and each region on the new model starts its
-smoothing and debounced state afresh (its labels may have changed).
+The upload is written under a name of its own, ``<models>/uploads/<camera>/<region>/
+<time>-<sha256>.onnx`` (never a file another camera or region uses: the old
+``<camera>_<region>.onnx`` names collided, and an upload "for garage/door" could
+replace the shared default model), loaded and warmed off the inference thread,
+then swapped in between two turns. The previous file stays where it was, so a
+deploy can be rolled back. On any error the running model stays; the error is
+returned to the caller and kept for the state topic (``errors``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Optional
 
 from edgecam.errors import ModelError
-from edgecam.model.classifier import Classifier
-from edgecam.inference.pool import model_key
-
-if TYPE_CHECKING:
-    from edgecam.service.daemon import Daemon
+from edgecam.inference.layout import Layout
+from edgecam.inference.pipeline import Pipeline
+from edgecam.inference.plan import region_key_path
+from edgecam.inference.pool import LoadedModel, model_key
 
 log = logging.getLogger(__name__)
 
+#: Persists a region's new model file in the config file: (camera, region, path) -> None, or
+#: raises EdgecamError. None when there is no config file to write to.
+Persist = Optional[Callable[[str, str, str], None]]
+
 
 class Deployer:
-    def __init__(self, daemon: "Daemon") -> None:
-        self._daemon = daemon
-        self.errors: dict[str, str] = {}  # model file -> the last error loading it
+    def __init__(self, pipeline: Pipeline, persist: Persist = None) -> None:
+        self._pipeline = pipeline
+        self._persist = persist
+        self._errors: dict[str, str] = {}  # model file or "camera/region upload" -> the last error
+        self._errors_lock = threading.Lock()  # guards _errors (change worker vs state readers)
 
-    def reload_changed(self) -> dict[str, Any]:
-        """Reload every model file that changed on disk since it was loaded."""
-        pool = self._daemon.pool
-        reloaded, unchanged = [], []
-        for path, _old in pool.items():
-            if not pool.changed_on_disk(path):
-                unchanged.append(Path(path).name)
-                continue
-            try:
-                self._swap(path, self._load(path))
-                reloaded.append(Path(path).name)
-            except ModelError as err:
-                self._failed(path, err)
-        if reloaded:
-            self._announce()
-        return {"reloaded": reloaded, "unchanged": unchanged,
-                "errors": {Path(p).name: e for p, e in self.errors.items()}}
+    def errors(self) -> dict[str, str]:
+        with self._errors_lock:
+            return dict(self._errors)
+
+    def record_error(self, what: str, error: str) -> None:
+        with self._errors_lock:
+            self._errors[what] = error
+
+    def clear_errors(self, *whats: str) -> None:
+        with self._errors_lock:
+            for what in whats:
+                self._errors.pop(what, None)
 
     def upload(self, camera: str, region_name: str, data: bytes) -> dict[str, Any]:
-        """Deploy ``data`` (an ONNX file) for one region. A region with a model file of its
-        own gets that file replaced (kept across restarts; the old one stays as .bak);
-        a region on a shared file gets models/<camera>_<region>.onnx (the reply says how
-        to keep it after a restart)."""
-        daemon = self._daemon
-        region = daemon._region(camera, region_name)
-        key = model_key(region.model_path)
-        sharing = [r for rs in daemon.regions.values() for r in rs if model_key(r.model_path) == key]
-        own = key != model_key(daemon.config.model.path) and len(sharing) == 1
-        target = Path(region.model_path) if own else Path(daemon.config.model.path).parent / f"{camera}_{region_name}.onnx"
-        staged = target.with_name(f".{target.name}.upload-{os.getpid()}-{time.monotonic_ns()}")
+        """Deploy ``data`` (an ONNX file) for one region. Raises ConfigError (no such region)
+        or ModelError (the file does not load: the running model stays)."""
+        layout = self._pipeline.layout
+        region = layout.region(camera, region_name)
+        what = f"{camera}/{region_name} upload"
+        path = self._store(layout, camera, region_name, data)
+        where = f"{region_key_path(layout.config, camera, region_name)}.model (upload)"
         try:
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            staged.write_bytes(data)
-            classifier = self._load(str(staged))  # validated and warmed before anything changes
-        except OSError as err:
-            staged.unlink(missing_ok=True)
-            raise ModelError(f"cannot store the uploaded model in {staged.parent}: {err.strerror or err}") from None
+            loaded = self._pipeline.loader.load(str(path), where)
         except ModelError as err:
-            staged.unlink(missing_ok=True)
-            self._failed(f"{camera}/{region_name} upload", err)
+            path.unlink(missing_ok=True)
+            self.record_error(what, str(err))
+            log.error("model: %s refused, %s keeps running: %s", what, region.model_path, err)
             raise ModelError(f"uploaded model refused, {region.model_path} keeps running: {err}") from None
-        if target.exists():
-            os.replace(target, target.with_name(target.name + ".bak"))
-        os.replace(staged, target)
-        classifier.path = target
-        if own:
-            self._swap(str(target), classifier)
-        else:
-            daemon.pool.adopt(str(target), classifier)
-            region.retune(region.cfg.model_copy(update={"model": str(target)}))
-        info = classifier.info
-        log.info("model: %s/%s now runs %s (%d labels) from %s", camera, region_name, info.name,
-                 len(info.labels), target)
-        self._announce()
-        reply = {"camera": camera, "region": region_name, "model": str(target), "name": info.name,
-                 "labels": list(info.labels)[:50]}
-        if not own:
-            reply["persist"] = f"add 'model: {target}' to cameras.{camera}.regions.{region_name} in the config"
+        previous = self._pipeline.update(lambda running: _use_model(running, camera, region_name, loaded), "upload",
+                                         camera=camera, region=region_name, model=str(path))
+        self.clear_errors(what)
+        info = loaded.classifier.info
+        log.info("model: %s/%s now runs %s (%d labels) from %s (was %s)", camera, region_name, info.name,
+                 len(info.labels), path, previous)
+        reply: dict[str, Any] = {"camera": camera, "region": region_name, "model": str(path), "previous": previous,
+                                 "name": info.name, "labels": list(info.labels)[:50]}
+        reply.update(self._persisted(camera, region_name, str(path)))
         return reply
 
-    # -- internals --------------------------------------------------------------------------
-    def _load(self, path: str) -> Classifier:
-        return Classifier(path, threads=self._daemon.config.model.threads)
+    def _store(self, layout: Layout, camera: str, region: str, data: bytes) -> Path:
+        folder = Path(layout.config.model.path).parent / "uploads" / camera / region
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{digest}.onnx"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(path, "xb") as handle:  # never over another file
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileExistsError:
+            return path  # the same bytes uploaded twice within a second: the file is that model
+        except OSError as err:
+            path.unlink(missing_ok=True)
+            raise ModelError(f"cannot store the uploaded model in {folder}: {err.strerror or err}") from None
+        return path
 
-    def _swap(self, path: str, classifier: Classifier) -> None:
-        old = self._daemon.pool.replace(path, classifier)
-        self.errors.pop(path, None)
-        log.info("model: reloaded %s: %s -> %s (%d labels)", Path(path).name, old.info.name,
-                 classifier.info.name, len(classifier.info.labels))
+    def _persisted(self, camera: str, region: str, path: str) -> dict[str, Any]:
+        if self._persist is None:
+            return {"persisted": False,
+                    "persist": f"add 'model: {path}' to cameras.{camera}.regions.{region} in the config"}
+        try:
+            self._persist(camera, region, path)
+        except Exception as err:  # noqa: BLE001 - the model runs; the reply says it is not kept
+            log.warning("model: %s/%s runs %s, but the config file was not updated: %s", camera, region, path, err)
+            return {"persisted": False, "persist_error": str(err)}
+        return {"persisted": True}
 
-    def _failed(self, what: str, err: Exception) -> None:
-        self.errors[what] = str(err)
-        log.error("model: %s not deployed, the running model stays: %s", what, err)
-        self._daemon.publisher.submit_state(self._daemon.state())
 
-    def _announce(self) -> None:
-        daemon = self._daemon
-        daemon.classifier = daemon._default_classifier()
-        daemon.publisher.submit_state(daemon.state())
-        if daemon.mqtt_sink is not None:
-            daemon.mqtt_sink.refresh()
+def _use_model(layout: Layout, camera: str, region_name: str, loaded: LoadedModel) -> tuple[Layout, str]:
+    """On the owner thread: the region runs ``loaded`` from now on; returns its previous model file."""
+    region = layout.region(camera, region_name)
+    previous = region.model_path
+    region.retune(region.cfg.model_copy(update={"model": str(loaded.classifier.path)}))
+    models = {**layout.models, model_key(loaded.classifier.path): loaded}
+    used = {model_key(r.model_path) for r in layout.regions()}
+    return layout.next(models={key: model for key, model in models.items() if key in used}), previous

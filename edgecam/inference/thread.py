@@ -16,28 +16,30 @@ Fairness: a turn takes at most one frame per camera, so a 30 FPS camera gets
 no more turns than a 5 FPS one that has a new frame each time. Every turn
 stamps ``heartbeat``; ``progress[camera]`` is stamped whenever a camera's frame
 was handled (classified, skipped by its trigger, or nothing was due).
+
+The thread owns what runs (``Pipeline``): before each turn it applies the
+changes other threads asked for, then reads the running ``Layout`` once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from edgecam.buffer.ring import FrameView
 from edgecam.errors import EdgecamError
 from edgecam.heartbeat import Heartbeat
-from edgecam.inference.pool import ModelPool
+from edgecam.inference.layout import CameraRun, Layout
+from edgecam.inference.pipeline import Pipeline
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region
 from edgecam.result import Result
-from edgecam.sources.camera import Camera
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +53,11 @@ WAIT_S = 0.1  # longest idle wait for a frame: the heartbeat's cadence when noth
 MAX_BATCH = 4
 
 
-@dataclass(frozen=True)
-class InferenceSettings:
-    """Runtime knobs shared by every region; the daemon swaps the whole object."""
-
-    max_fps: float = 0.0  # 0 = unlimited; caps whole turns (power saving)
-    smoothing: int = 1  # mean of the last N probability vectors per region; 1 = off
-    batch: bool = True  # crops due together share one run per model (False: one run each; benchmarks)
-
-    def replace(self, **changes: Any) -> "InferenceSettings":
-        return dataclasses.replace(self, **changes)
-
-
 @dataclass
 class FrameResults:
     """What one camera frame produced: handed to the daemon while ``image`` is valid."""
 
-    camera: Camera
+    run: CameraRun
     image: np.ndarray  # a view into the ring slot: copy what you keep
     results: list[Result] = field(default_factory=list)
     changes: list[tuple[Region, RegionState]] = field(default_factory=list)
@@ -77,28 +67,28 @@ class FrameResults:
 class _Job:
     """One camera's frame this turn and the regions to classify on it."""
 
-    camera: Camera
+    run: CameraRun
     view: FrameView
     crops: list[tuple[Region, np.ndarray]]
     out: FrameResults
 
+    @property
+    def camera_name(self) -> str:
+        return self.run.camera.name
+
 
 class InferenceThread:
-    def __init__(self, cameras: Sequence[Camera], regions: dict[str, list[Region]], pool: ModelPool,
-                 settings: InferenceSettings, emit: Callable[[FrameResults], None],
-                 stop_event: threading.Event, device_id: str, wake: threading.Event) -> None:
-        self.cameras = list(cameras)
-        self.regions = regions
-        self.pool = pool
-        self.settings = settings
-        self.paused = False  # every camera (a camera's own flag pauses just that one)
+    def __init__(self, pipeline: Pipeline, emit: Callable[[FrameResults], None],
+                 stop_event: threading.Event, device_id: str, wake: threading.Event, batch: bool = True) -> None:
+        self.pipeline = pipeline
+        self.batch = batch  # crops due together share one run per model (False: one run each; benchmarks)
         self._emit = emit
         self._stop = stop_event
         self._wake = wake
         self._device_id = device_id
         self._thread: Optional[threading.Thread] = None
-        self._order = deque(self.cameras)
-        self._last_seq: dict[str, int] = {camera.name: -1 for camera in self.cameras}
+        self._order: deque[str] = deque()
+        self._last_seq: dict[str, tuple[int, int]] = {}  # camera -> (id of its ring, last seq taken)
         self._last_turn = 0.0
         self.processed: dict[str, int] = defaultdict(int)  # frames classified, per camera
         self.skipped: dict[str, int] = defaultdict(int)  # frames taken but no region wanted them
@@ -112,6 +102,7 @@ class InferenceThread:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.heartbeat.beat()
+        self.pipeline.changes.attach_owner(self._wake.set)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
 
@@ -131,32 +122,38 @@ class InferenceThread:
             log.exception("inference thread crashed")
             self.error = err
             self._stop.set()
+        finally:
+            self.pipeline.changes.detach_owner()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.heartbeat.beat()
-            if self._throttle():
+            self.pipeline.changes.run_pending()
+            layout = self.pipeline.layout
+            if self._throttle(layout):
                 continue
             self._wake.wait(WAIT_S)
             self._wake.clear()
-            jobs = self._collect(time.monotonic())
+            self.pipeline.changes.run_pending()  # asked for while we waited: before any frame is taken
+            layout = self.pipeline.layout
+            jobs = self._collect(layout, time.monotonic())
             if not jobs:
                 continue
             self._last_turn = time.monotonic()
             try:
-                self._classify(jobs)
+                self._classify(layout, jobs)
                 self._errors_in_a_row = 0
             except EdgecamError as err:
                 self._failed(err)
                 continue
             finally:
                 for job in jobs:
-                    job.camera.ring.release(job.view)
+                    job.run.camera.ring.release(job.view)
             self._order.rotate(-1)
 
-    def _throttle(self) -> bool:
+    def _throttle(self, layout: Layout) -> bool:
         """Honour max_fps by waiting before taking frames, so they are fresh."""
-        max_fps = self.settings.max_fps
+        max_fps = layout.config.inference.max_fps
         if max_fps <= 0:
             return False
         remaining = self._last_turn + 1.0 / max_fps - time.monotonic()
@@ -175,28 +172,37 @@ class InferenceThread:
             raise EdgecamError(f"{ERROR_LIMIT} frames in a row failed to classify; last: {err}")
 
     # -- one turn ----------------------------------------------------------------------
-    def _collect(self, now: float) -> list[_Job]:
+    def _visit_order(self, layout: Layout) -> list[str]:
+        """The cameras in a rotating order (a turn starts with the next camera each time)."""
+        if set(self._order) != set(layout.cameras):
+            self._order = deque(layout.cameras)
+        return list(self._order)
+
+    def _collect(self, layout: Layout, now: float) -> list[_Job]:
         jobs = []
-        for camera in self._order:
-            if self.paused or camera.paused:
-                self.progress[camera.name] = now  # idle on purpose
+        for name in self._visit_order(layout):
+            run = layout.cameras[name]
+            if layout.is_paused(name):
+                self.progress[name] = now  # idle on purpose
                 continue
-            due = [region for region in self.regions[camera.name] if region.trigger.due(now)]
+            due = [region for region in run.regions if region.trigger.due(now)]
             if not due:
-                self.progress[camera.name] = now
+                self.progress[name] = now
                 continue
-            view = camera.ring.get_latest(after_seq=self._last_seq[camera.name], timeout=0)
+            ring = run.camera.ring
+            ring_id, last = self._last_seq.get(name, (id(ring), -1))
+            view = ring.get_latest(after_seq=last if ring_id == id(ring) else -1, timeout=0)
             if view is None:
-                self.progress[camera.name] = now  # nothing new to do for this camera
+                self.progress[name] = now  # nothing new to do for this camera
                 continue
-            self._last_seq[camera.name] = view.seq
+            self._last_seq[name] = (id(ring), view.seq)
             crops = self._wanted_crops(due, view.image, now)
             if not crops:
-                self.skipped[camera.name] += 1
-                self.progress[camera.name] = now
-                camera.ring.release(view)
+                self.skipped[name] += 1
+                self.progress[name] = now
+                ring.release(view)
                 continue
-            jobs.append(_Job(camera, view, crops, FrameResults(camera, view.image)))
+            jobs.append(_Job(run, view, crops, FrameResults(run, view.image)))
         return jobs
 
     @staticmethod
@@ -210,15 +216,15 @@ class InferenceThread:
                 region.skipped += 1
         return crops
 
-    def _classify(self, jobs: list[_Job]) -> None:
+    def _classify(self, layout: Layout, jobs: list[_Job]) -> None:
         """One batch per model file over every camera's crops, then results per camera."""
         by_model: dict[str, list[tuple[_Job, Region, np.ndarray]]] = defaultdict(list)
         for job in jobs:
             for region, crop in job.crops:
                 by_model[region.model_path].append((job, region, crop))
         for path, items in by_model.items():
-            classifier = self.pool.get(path)
-            size = MAX_BATCH if self.settings.batch else 1
+            classifier = layout.classifier(path)
+            size = MAX_BATCH if self.batch else 1
             groups = [items[i:i + size] for i in range(0, len(items), size)]
             for _, region, _ in items:
                 region.use_model(classifier)
@@ -227,26 +233,26 @@ class InferenceThread:
                 probabilities = classifier.probabilities_batch([crop for _, _, crop in group])
                 end = time.monotonic()
                 for (job, region, crop), probs in zip(group, probabilities):
-                    self._region_result(job, region, crop, classifier, probs, start, end)
+                    self._region_result(layout, job, region, crop, classifier, probs, start, end)
         for job in jobs:
-            self.processed[job.camera.name] += 1
-            self.progress[job.camera.name] = self.last_result_mono = time.monotonic()
+            self.processed[job.camera_name] += 1
+            self.progress[job.camera_name] = self.last_result_mono = time.monotonic()
             self._emit(job.out)
 
-    def _region_result(self, job: _Job, region: Region, crop: np.ndarray, classifier: Any,
+    def _region_result(self, layout: Layout, job: _Job, region: Region, crop: np.ndarray, classifier: Any,
                        probabilities: np.ndarray, start: float, end: float) -> None:
-        smoothed = region.smooth(probabilities, self.settings.smoothing)
+        smoothed = region.smooth(probabilities, layout.config.inference.smoothing)
         region.trigger.classified(crop, end)
         region.processed += 1
         top = tuple(classifier.top_k(smoothed, region.cfg.top_k))
         view, info = job.view, classifier.info
         height, width = view.image.shape[:2]
         result = Result(
-            device=self._device_id, source=job.camera.source.source_id, seq=view.seq,
+            device=self._device_id, source=job.run.camera.source.source_id, seq=view.seq,
             captured_mono=view.captured_mono, captured_wall=view.captured_wall,
             inference_start=start, inference_end=end, top=top,
             model_name=info.name, model_precision=info.precision, model_input_size=info.input_size,
-            frame_width=width, frame_height=height, camera=job.camera.name, region=region.name,
+            frame_width=width, frame_height=height, camera=job.camera_name, region=region.name,
         )
         job.out.results.append(result)
         change = region.debouncer.update(top, view.captured_wall)

@@ -65,6 +65,10 @@ class PreviewHub:
         self._encoding: set[int] = set()  # versions being annotated/encoded right now
         self.encodes = 0  # JPEG encodes done (for /metrics and tests)
 
+    def set_boxes(self, boxes: Mapping[str, Sequence[float]]) -> None:
+        """The regions changed (a live config reload): draw these boxes from now on."""
+        self.boxes = dict(boxes)  # one assignment: readers see the old or the new dict
+
     # -- producer side (inference thread) -------------------------------------------------
 
     def offer(self, frame_bgr: np.ndarray, results: Sequence[Result],

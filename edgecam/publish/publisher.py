@@ -33,9 +33,9 @@ DRAIN_S = 0.3  # how long the thread keeps delivering queued items after a stop
 
 
 class PublisherThread:
-    def __init__(self, sinks: Sequence[Sink], make_policy: Callable[[], Any], queue_size: int,
-                 stop_event: threading.Event, on_published: Optional[Callable[[Result], None]] = None) -> None:
-        self.sinks = list(sinks)
+    def __init__(self, make_policy: Callable[[], Any], queue_size: int, stop_event: threading.Event,
+                 on_published: Optional[Callable[[Result], None]] = None) -> None:
+        self.sinks: list[Sink] = []  # given to start(): the MQTT sink needs the daemon's control surface
         self._make_policy = make_policy
         # One policy per (camera, region): "on_change" means a change of that region's result.
         self._policies: dict[tuple[str, str], Any] = {}
@@ -50,7 +50,8 @@ class PublisherThread:
         self.suppressed = 0
         self.heartbeat = Heartbeat("publisher")
 
-    def start(self) -> None:
+    def start(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
         for sink in self.sinks:
             sink.start()
         self.heartbeat.beat()

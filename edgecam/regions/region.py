@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecam.config import Config, RegionConfig
+from edgecam.histogram import LatencyWindow
 from edgecam.regions.debounce import Debouncer, RegionState
 from edgecam.regions.trigger import Trigger
 
@@ -30,7 +31,8 @@ def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -
 
 
 class Region:
-    """Owned by the inference thread; other threads only read its counters and state."""
+    """Owned by the inference thread (changes to it are applied there, between two turns:
+    edgecam.inference.changes); other threads only read its counters and state."""
 
     def __init__(self, camera: str, name: str, cfg: RegionConfig, smoothing: int = 1) -> None:
         if cfg.model is None or cfg.top_k is None or cfg.min_score is None:
@@ -44,6 +46,7 @@ class Region:
         self.processed = 0
         self.skipped = 0
         self.changes = 0
+        self.latency = LatencyWindow(200)  # capture -> published, ms (added on the publisher thread)
         self._model_identity: Optional[int] = None  # the classifier object last used
 
     @property
@@ -86,7 +89,8 @@ class Region:
         self._history.append(probabilities)
         if window == 1:
             return probabilities
-        return np.mean(np.stack(self._history), axis=0)
+        mean: np.ndarray = np.mean(np.stack(self._history), axis=0)
+        return mean
 
     def retune(self, cfg: RegionConfig) -> None:
         """Apply new, validated and resolved settings; the current state is kept."""

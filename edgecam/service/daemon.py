@@ -1,13 +1,18 @@
-"""The daemon: wires cameras -> ring buffers -> regions/classifiers -> publisher and runs them.
+"""The daemon: builds the components, starts them in order, stops them in reverse.
 
-Threads (each a small class with start()/stop(), all sharing one stop event):
-    capture    one per camera: source.read() -> its ring     (sources/capture.py)
-    inference  every camera's newest frame -> region Results (service/inference.py)
-    publisher  queue -> policy -> sinks                      (publish/publisher.py)
-plus optional preview window / HTTP server threads. The main thread only
-waits, emits stats every `stats.interval_s`, and tells systemd how we are
-(service/health.py decides). The Daemon is also the DaemonControl that MQTT
-commands and the web preview use (service/control.py).
+Like Frigate's ``FrigateApp``, it assembles and does nothing else:
+
+    Pipeline        what runs: cameras (capture thread + ring each), regions, models
+                    (edgecam/inference/pipeline.py), owned by the inference thread
+    InferenceThread every camera's newest frame -> region Results (inference/thread.py)
+    PublisherThread queue -> policy -> sinks: MQTT, stdout (publish/publisher.py)
+    Collector       training samples, written off the hot path (dataset/collector.py)
+    Controller      the control surface MQTT and the web app use (service/controller.py)
+    HttpPreview     the web app (web/), and the preview window
+
+One stop event ends them all. The main thread only waits: it emits stats every
+``stats.interval_s``, feeds systemd's watchdog while ``Health`` says results flow,
+and turns SIGHUP into a live reload of the config file.
 """
 
 from __future__ import annotations
@@ -15,143 +20,105 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from edgecam import __version__
 from edgecam.config import Config
+from edgecam.config.writer import ConfigFile
 from edgecam.dataset.collector import Collector
 from edgecam.errors import ConfigError
-from edgecam.inference.pool import ModelPool
-from edgecam.preview.hub import PreviewHub
+from edgecam.inference.deploy import Deployer
+from edgecam.inference.layout import Layout
+from edgecam.inference.pipeline import Pipeline
+from edgecam.inference.plan import CameraFactory
+from edgecam.inference.pool import ModelLoader
+from edgecam.inference.thread import FrameResults, InferenceThread
 from edgecam.publish.policy import make_policy
 from edgecam.publish.publisher import PublisherThread
 from edgecam.publish.sink import Sink
 from edgecam.publish.stdout import StdoutSink
-from edgecam.regions.region import Region, resolve
-from edgecam.result import Result
-from edgecam.service.control import ControlMixin
-from edgecam.inference.deploy import Deployer
+from edgecam.service.controller import Controller
 from edgecam.service.health import Health
-from edgecam.inference.thread import FrameResults, InferenceSettings, InferenceThread
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
-from edgecam.service.stats import LatencyWindow, StatsCollector, format_stats_line
+from edgecam.service.stats import format_stats_line
+from edgecam.service.status import StatusReport
 from edgecam.sources.base import FrameSource
 from edgecam.sources.camera import Camera
 
 log = logging.getLogger(__name__)
 
 
-def inference_settings(config: Config) -> InferenceSettings:
-    return InferenceSettings(max_fps=config.inference.max_fps, smoothing=config.inference.smoothing)
+class Daemon:
+    """Every component of one run. ``run()`` blocks until stopped.
 
-
-class Daemon(ControlMixin):
-    """Owns every component for one run. ``run()`` blocks until stopped.
-
+    ``read_config`` re-reads the configuration for a live reload (SIGHUP, MQTT and HTTP
+    ``reload``); ``config_path`` is the file the web app and MQTT may write changes into.
     ``source`` replaces the first camera's source and ``sources`` any camera's, by name
     (tests and benchmarks feed frames from memory); the others come from the config."""
 
     def __init__(self, config: Config, stdout_results: Optional[bool] = None,
                  duration_s: Optional[float] = None, source: Optional[FrameSource] = None,
-                 extra_sinks: Sequence[Sink] = (), sources: Optional[Mapping[str, FrameSource]] = None) -> None:
-        self.config = config
-        self.stop_event = threading.Event()
+                 extra_sinks: Sequence[Sink] = (), sources: Optional[Mapping[str, FrameSource]] = None,
+                 read_config: Optional[Callable[[], Config]] = None, config_path: Optional[str] = None,
+                 batch: bool = True) -> None:
         self.duration_s = duration_s
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
         self.notifier = SdNotifier()
         self.watchdog = WatchdogPinger(self.notifier)
-        self.pool = ModelPool(config.model.threads)
-        self.wake = threading.Event()
-        self.cameras: dict[str, Camera] = {}
-        self.regions: dict[str, list[Region]] = {}
-        self._build_cameras(self._given_sources(source, sources))
-        self.regions_by_name = {camera: {r.name: r for r in regions} for camera, regions in self.regions.items()}
-        self.classifier = self._default_classifier()
-        self._warn_if_untrained()
-        self.hubs = {name: PreviewHub(config.preview.http.max_fps,
-                                      boxes={r.name: r.cfg.box for r in self.regions[name]})
-                     for name in self.cameras}
-        self.latency = LatencyWindow()
-        self.inference_latency = LatencyWindow()
-        self.region_latency = {region.key: LatencyWindow(200) for regions in self.regions.values()
-                               for region in regions}
-        self.collector = Collector(config.collect, [r for rs in self.regions.values() for r in rs], self.stop_event)
-        self.inference = InferenceThread(list(self.cameras.values()), self.regions, self.pool,
-                                         inference_settings(config), self._on_frame, self.stop_event,
-                                         config.device_id, self.wake)
-        self.mqtt_sink: Optional[Sink] = None
-        sinks = [*self._make_sinks(stdout_results), *extra_sinks]
-        self.publisher = PublisherThread(sinks, self._policy_factory(), config.publish.queue_size,
+        factory = CameraFactory(self.wake.set, _given_sources(config, source, sources))
+        self.pipeline = Pipeline(config, ModelLoader(config.model.threads), factory)
+        self.pipeline.apply(self.pipeline.plan(config))  # no owner yet: applied here, at once
+        self._warn_if_untrained(self.pipeline.layout)
+        self.collector = Collector(config.collect, self.stop_event)
+        self.inference = InferenceThread(self.pipeline, self._on_frame, self.stop_event, config.device_id,
+                                         self.wake, batch=batch)
+        self.publisher = PublisherThread(lambda: make_policy(config.publish), config.publish.queue_size,
                                          self.stop_event, on_published=self._on_published)
-        self.stats_collector = StatsCollector(self.counters, self.latency, self.inference_latency)
-        self.health_check = Health(self)
-        self.deployer = Deployer(self)
-        self._reload = threading.Event()  # SIGHUP: reload changed model files (on the main thread)
-        self._extras: list[Any] = []  # preview window / HTTP server, started before the core
+        self.mqtt_sink: Optional[Any] = None
+        self.status = StatusReport(self.pipeline, self.inference, self.publisher, self._mqtt_counters)
+        self.health = Health(self.pipeline, self.inference, self.publisher, lambda: self.watchdog.period_s)
+        config_file = ConfigFile(config_path) if config_path else None
+        self.deployer = Deployer(self.pipeline, _persister(config_file, self.pipeline) if config_file else None)
+        self.status.model_errors = self.deployer.errors
+        self.controller = Controller(self.pipeline, self.status, self.health, self.collector, self.deployer,
+                                     read_config or (lambda: config), config_file, on_changed=self._changed)
+        self._sinks = [*self._make_sinks(config, stdout_results), *extra_sinks]
+        self._reload = threading.Event()  # SIGHUP: the main loop queues a reload
+        self._extras: list[Any] = []  # preview window / web app, started before the core
         self._ready = threading.Event()
-        self._settings_lock = threading.Lock()  # serialises apply_settings callers (MQTT, HTTP)
+
+    @property
+    def config(self) -> Config:
+        """The running configuration (a live reload replaces it)."""
+        return self.pipeline.layout.config
 
     # ----------------------------------------------------------------- set-up
-    def _given_sources(self, source: Optional[FrameSource],
-                       sources: Optional[Mapping[str, FrameSource]]) -> dict[str, FrameSource]:
-        """camera name -> the FrameSource the caller gave for it (``source`` is the first camera's)."""
-        names = list(self.config.camera_configs())
-        given = dict(sources or {})
-        unknown = [name for name in given if name not in names]
-        if unknown:
-            raise ConfigError(f"sources given for unknown camera(s) {', '.join(unknown)} "
-                              f"(cameras: {', '.join(names)})")
-        if source is not None:
-            if names[0] in given:
-                raise ConfigError(f"camera {names[0]} given two sources (source= and sources=)")
-            given[names[0]] = source
-        return given
-
-    def _build_cameras(self, sources: Mapping[str, FrameSource]) -> None:
-        """One Camera per config entry; every region's model loaded (once per file)."""
-        config = self.config
-        for name, cfg in config.camera_configs().items():
-            where = f"cameras.{name}" if config.cameras else "source"
-            self.cameras[name] = Camera(name, cfg, config.buffer.capacity, self.stop_event, self.wake.set,
-                                        source=sources.get(name))
-            self.regions[name] = []
-            for region_name, region_cfg in cfg.regions.items():
-                resolved = resolve(region_cfg, config)
-                key = f"{where}.regions.{region_name}.model" if region_cfg.model else "model.path"
-                self.pool.load(resolved.model or config.model.path, key)
-                self.regions[name].append(Region(name, region_name, resolved, config.inference.smoothing))
-
-    def _default_classifier(self) -> Any:
-        """What /classify uploads and the state topic use: model.path when a region uses
-        it, else the first region's model (model.path need not exist then)."""
-        paths = [region.model_path for regions in self.regions.values() for region in regions]
-        default = self.config.model.path
-        return self.pool.get(default if default in paths else paths[0])
-
-    def _warn_if_untrained(self) -> None:
-        for path, classifier in self.pool.items():
-            info = classifier.info
+    @staticmethod
+    def _warn_if_untrained(layout: Layout) -> None:
+        for model in layout.models.values():
+            info = model.classifier.info
             if not info.trained:
                 log.warning("!" * 72)
                 log.warning("MODEL %s IS UNTRAINED (weights=%s): its labels are meaningless. "
                             "Use it for benchmarks and pipeline tests only.", info.name, info.weights)
                 log.warning("!" * 72)
 
-    def _make_sinks(self, stdout_results: Optional[bool]) -> list[Sink]:
+    def _make_sinks(self, config: Config, stdout_results: Optional[bool]) -> list[Sink]:
         sinks: list[Sink] = []
-        if self.config.mqtt.enabled:
+        if config.mqtt.enabled:
             from edgecam.publish.mqtt import MqttSink  # paho only when MQTT is on
 
-            self.mqtt_sink = MqttSink(self.config, self)
+            self.mqtt_sink = MqttSink(config, self.controller)
             sinks.append(self.mqtt_sink)
         if stdout_results is None:
-            stdout_results = not self.config.mqtt.enabled  # JSON lines are the default without MQTT
+            stdout_results = not config.mqtt.enabled  # JSON lines are the default without MQTT
         if stdout_results:
             sinks.append(StdoutSink())
         return sinks
 
-    def _policy_factory(self) -> Any:
-        publish = self.config.publish
-        return lambda: make_policy(publish)
+    def _mqtt_counters(self) -> dict[str, Any]:
+        return self.mqtt_sink.counters() if self.mqtt_sink is not None else {}
 
     def _make_extras(self) -> list[Any]:
         extras: list[Any] = []
@@ -160,19 +127,19 @@ class Daemon(ControlMixin):
             from edgecam.preview.window import PreviewWindow
 
             window_only = not self.config.mqtt.enabled and not preview.http.enabled
-            first = next(iter(self.hubs.values()))
+            first = next(iter(self.pipeline.layout.cameras.values())).hub
             extras.append(PreviewWindow(first, self.stop_event, window_only=window_only))
         if preview.http.enabled:
             from edgecam.web import HttpPreview
 
-            extras.append(HttpPreview(preview.http, self.hubs, self))
+            extras.append(HttpPreview(preview.http, self.controller.hubs, self.controller))
         return extras
 
     # -------------------------------------------------------------- lifecycle
     def run(self) -> int:
         """Start everything, wait for a stop, shut down. Returns the exit code."""
         self._log_start()
-        # The preview binds its port first: a port in use is one clear error (exit 2)
+        # The web app binds its port first: a port in use is one clear error (exit 2)
         # before any pipeline thread exists.
         self._extras = self._make_extras()
         try:
@@ -182,32 +149,36 @@ class Daemon(ControlMixin):
             for extra in self._extras:
                 extra.stop()
             raise
-        self.publisher.start()
-        self.publisher.submit_state(self.state())
+        self.publisher.start(self._sinks)
+        self.publisher.submit_state(self.status.state())
+        self.controller.start()
         self.collector.start()
         self.inference.start()
-        for camera in self.cameras.values():
-            camera.start()
+        for run in self.pipeline.layout.cameras.values():
+            run.camera.start()
         try:
             self._wait_loop()
         finally:
             self._shutdown()
-        return self._exit_code()
+        return 1 if self.inference.error is not None else 0
 
     def _log_start(self) -> None:
-        info = self.classifier.info
-        log.info("edgecam %s: device %s, %d camera(s), model %s (%s, %dpx, %d threads)", __version__,
-                 self.config.device_id, len(self.cameras), info.name, info.precision, info.input_size,
-                 self.config.model.threads)
-        for name, camera in self.cameras.items():
-            regions = ", ".join(f"{r.name} {list(r.cfg.box)} ({r.cfg.trigger})" for r in self.regions[name])
-            log.info("camera %s: %s; regions: %s", name, camera.source.describe(), regions)
+        layout = self.pipeline.layout
+        classifier = layout.default_classifier()
+        if classifier is not None:
+            info = classifier.info
+            log.info("edgecam %s: device %s, %d camera(s), model %s (%s, %dpx, %d threads)", __version__,
+                     layout.config.device_id, len(layout.cameras), info.name, info.precision, info.input_size,
+                     layout.config.model.threads)
+        for name, run in layout.cameras.items():
+            regions = ", ".join(f"{r.name} {list(r.cfg.box)} ({r.cfg.trigger})" for r in run.regions)
+            log.info("camera %s: %s; regions: %s", name, run.camera.source.describe(), regions)
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def request_reload(self) -> None:
-        """From the SIGHUP handler: the main loop reloads, the handler only flags."""
+        """From the SIGHUP handler: the main loop queues the reload, the handler only flags."""
         self._reload.set()
 
     def _wait_loop(self) -> None:
@@ -223,8 +194,9 @@ class Daemon(ControlMixin):
                 break
             if self._reload.is_set():
                 self._reload.clear()
-                log.info("SIGHUP: reloading changed model files: %s", self.deployer.reload_changed())
-            if self.health_check.liveness(self.health_check.watchdog_stall_s())[0]:
+                log.info("SIGHUP: reloading the config file")
+                self.controller.reload_in_background()
+            if self.health.liveness(self.health.watchdog_stall_s())[0]:
                 self.watchdog.ping()
             if now >= next_stats:
                 next_stats = now + self.config.stats.interval_s
@@ -232,42 +204,44 @@ class Daemon(ControlMixin):
 
     def _sources_finished(self) -> bool:
         """Every camera is a non-looping file that has ended, and its last frame has left the pipeline."""
+        cameras = [run.camera for run in self.pipeline.layout.cameras.values()]
+
         def drained(camera: Camera) -> bool:
             counters = camera.ring.counters()
             return camera.capture.state == "ended" and counters["pending"] == 0 and counters["held"] == 0
 
-        return all(drained(camera) for camera in self.cameras.values()) and self.publisher.queue_depth == 0
+        return bool(cameras) and all(drained(c) for c in cameras) and self.publisher.queue_depth == 0
 
     def _shutdown(self) -> None:
         log.info("stopping")
         self.notifier.stopping()
         self.stop_event.set()
-        for camera in self.cameras.values():
+        cameras = [run.camera for run in self.pipeline.layout.cameras.values()]
+        for camera in cameras:
             camera.ring.close()
         for extra in reversed(self._extras):
             extra.stop()
-        for camera in self.cameras.values():
+        for camera in cameras:
             camera.stop()
         self.inference.stop()
         self.collector.stop()
+        self.controller.stop()
         self.publisher.stop()
-        log.info("stopped: %s", format_stats_line(self.stats_collector.snapshot()))
-
-    def _exit_code(self) -> int:
-        return 1 if self.inference.error is not None else 0
+        log.info("stopped: %s", format_stats_line(self.status.snapshot()))
 
     # ---------------------------------------------------------- thread hooks
     def _on_frame(self, frame: FrameResults) -> None:
         """Called on the inference thread while the frame is still held."""
+        config = self.pipeline.layout.config
         states = {region.name: state.label for region, state in frame.changes}
-        self.hubs[frame.camera.name].offer(frame.image, frame.results, states)
-        if self.config.collect.enabled:
-            self.collector.offer(frame.image, self.regions_by_name[frame.camera.name], frame.results, frame.changes)
+        frame.run.hub.offer(frame.image, frame.results, states)
+        if config.collect.enabled:
+            self.collector.offer(frame.image, frame.run.regions, frame.results, frame.changes)
         for result in frame.results:
-            self.inference_latency.add(result.inference_ms)
+            self.status.inference_latency.add(result.inference_ms)
             self.publisher.submit(result)
         for region, state in frame.changes:
-            payload = state.to_payload(self.config.device_id, region.camera, region.name)
+            payload = state.to_payload(config.device_id, region.camera, region.name)
             log.info("state: %s/%s %s -> %s (%.2f) since %s", region.camera, region.name, state.previous,
                      state.label, state.score, payload["since"])
             self.publisher.submit_region_state(payload)
@@ -277,17 +251,51 @@ class Daemon(ControlMixin):
             top = frame.results[0].top[0]
             log.info("ready: first frame classified (%s %.2f)", top.label, top.score)
 
-    def _on_published(self, result: Result) -> None:
-        self.latency.add(result.total_ms)
-        window = self.region_latency.get((result.camera, result.region))
-        if window is not None:
-            window.add(result.total_ms)
+    def _on_published(self, result: Any) -> None:
+        """On the publisher thread: the result left for the sinks (latency figures)."""
+        self.status.on_published(result)
+
+    def _changed(self, layout: Layout) -> None:
+        """After every applied change: new publish settings, the state topic, HA discovery."""
+        publish = layout.config.publish
+        self.publisher.set_policy_factory(lambda: make_policy(publish))
+        self.publisher.submit_state(self.status.state())
+        if self.mqtt_sink is not None:
+            self.mqtt_sink.refresh()
 
     def _emit_stats(self) -> None:
-        stats = self.stats_collector.snapshot()
+        stats = self.status.snapshot()
         log.info("stats: %s", format_stats_line(stats))
         self.publisher.submit_stats(stats)
         lat = stats["latency_ms"]
-        lost = [name for name, camera in self.cameras.items() if not camera.connected]
-        sources = f"{len(self.cameras) - len(lost)}/{len(self.cameras)} cameras up"
-        self.notifier.status(f"{stats['inference_fps']:.1f} fps, latency p50 {lat['p50']} ms, {sources}")
+        cameras = [run.camera for run in self.pipeline.layout.cameras.values()]
+        up = sum(1 for camera in cameras if camera.connected)
+        self.notifier.status(f"{stats['inference_fps']:.1f} fps, latency p50 {lat['p50']} ms, "
+                             f"{up}/{len(cameras)} cameras up")
+
+
+def _given_sources(config: Config, source: Optional[FrameSource],
+                   sources: Optional[Mapping[str, FrameSource]]) -> dict[str, FrameSource]:
+    """camera name -> the FrameSource the caller gave for it (``source`` is the first camera's)."""
+    names = list(config.camera_configs())
+    given = dict(sources or {})
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        raise ConfigError(f"sources given for unknown camera(s) {', '.join(unknown)} "
+                          f"(cameras: {', '.join(names)})")
+    if source is not None:
+        if names[0] in given:
+            raise ConfigError(f"camera {names[0]} given two sources (source= and sources=)")
+        given[names[0]] = source
+    return given
+
+
+def _persister(config_file: ConfigFile, pipeline: Pipeline) -> Callable[[str, str, str], None]:
+    """Keeps an uploaded model across restarts: its path into the region's ``model:`` key."""
+    def persist(camera: str, region: str, path: str) -> None:
+        if not pipeline.layout.config.cameras:
+            raise ConfigError("the config has no cameras: section to keep a region's model in "
+                              "(move source: under cameras: NAME:)")
+        config_file.edit({f"cameras.{camera}.regions.{region}.model": path})
+
+    return persist

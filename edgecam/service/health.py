@@ -14,10 +14,11 @@ and a first result.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional
 
-if TYPE_CHECKING:
-    from edgecam.service.daemon import Daemon
+from edgecam.inference.pipeline import Pipeline
+from edgecam.inference.thread import InferenceThread
+from edgecam.publish.publisher import PublisherThread
 
 #: A loop whose heartbeat is older than this is wedged. With the watchdog armed the
 #: limit is the ping period (half of WatchdogSec) when shorter, so a hang stops the
@@ -28,47 +29,53 @@ PUBLISHER_SLACK_S = 1.0  # a sink's write deadline (stdout) inside one publisher
 
 
 class Health:
-    def __init__(self, daemon: "Daemon") -> None:
-        self._daemon = daemon
+    def __init__(self, pipeline: Pipeline, inference: InferenceThread, publisher: PublisherThread,
+                 watchdog_period_s: Callable[[], Optional[float]] = lambda: None) -> None:
+        self._pipeline = pipeline
+        self._inference = inference
+        self._publisher = publisher
+        self._watchdog_period_s = watchdog_period_s
 
     def watchdog_stall_s(self) -> float:
-        period = self._daemon.watchdog.period_s
+        period = self._watchdog_period_s()
         return STALL_S if period is None else max(MIN_STALL_S, min(STALL_S, period))
 
     def liveness(self, stall_s: float = STALL_S) -> tuple[bool, str]:
         """(True, "ok"/"paused") while every loop makes progress; else (False, why)."""
-        daemon = self._daemon
-        for name, camera in daemon.cameras.items():
+        layout = self._pipeline.layout
+        for name, run in layout.cameras.items():
+            camera = run.camera
             limit = stall_s + camera.cfg.read_timeout_s
             if camera.capture.heartbeat.stale(limit):
                 return False, f"camera {name}: capture loop stuck for {camera.capture.heartbeat.age():.0f} s"
             stuck = camera.source.stuck_for()
             if stuck > limit:
                 return False, f"camera {name}: a call into {camera.source.source_id} has hung for {stuck:.0f} s"
-        for heartbeat, limit in ((daemon.inference.heartbeat, stall_s),
-                                 (daemon.publisher.heartbeat, stall_s + PUBLISHER_SLACK_S)):
+        for heartbeat, limit in ((self._inference.heartbeat, stall_s),
+                                 (self._publisher.heartbeat, stall_s + PUBLISHER_SLACK_S)):
             if heartbeat.stale(limit):
                 return False, f"{heartbeat.name} loop stuck for {heartbeat.age():.0f} s"
-        if not daemon.inference.alive:
+        if not self._inference.alive:
             return False, "inference thread is not running"
-        problems = daemon.publisher.problems()
+        problems = self._publisher.problems()
         if problems:
             return False, "; ".join(problems)
         stuck_camera = self._camera_without_progress(stall_s)
         if stuck_camera:
             return False, stuck_camera
-        return True, "paused" if daemon.paused else "ok"
+        return True, "paused" if layout.all_paused else "ok"
 
     def _camera_without_progress(self, stall_s: float) -> Optional[str]:
         """A connected camera whose frames have not got through inference for too long."""
-        daemon = self._daemon
-        max_fps = daemon.inference.settings.max_fps
+        layout = self._pipeline.layout
+        max_fps = layout.config.inference.max_fps
         allowed = stall_s + (1.0 / max_fps if max_fps > 0 else 0.0)
         now = time.monotonic()
-        for name, camera in daemon.cameras.items():
+        for name, run in layout.cameras.items():
+            camera = run.camera
             if not camera.connected:
                 continue
-            stamps = [t for t in (daemon.inference.progress.get(name), camera.capture.connected_since_mono)
+            stamps = [t for t in (self._inference.progress.get(name), camera.capture.connected_since_mono)
                       if t is not None]
             waited = now - max(stamps) if stamps else None
             if waited is not None and waited > allowed:
@@ -80,12 +87,12 @@ class Health:
         alive, reason = self.liveness(self.watchdog_stall_s())
         if not alive:
             return False, reason
-        daemon = self._daemon
-        for name, camera in daemon.cameras.items():
-            capture = camera.capture
+        layout = self._pipeline.layout
+        for name, run in layout.cameras.items():
+            capture = run.camera.capture
             if not capture.connected:
                 what = f"source {capture.state}: {capture.last_error or 'no frames yet'}"
-                return False, what if daemon.config.single_source else f"camera {name}: {what}"
-        if daemon.inference.last_result_mono is None and not daemon.paused:
+                return False, what if layout.config.single_source else f"camera {name}: {what}"
+        if self._inference.last_result_mono is None and not layout.all_paused:
             return False, "no frame classified yet"
         return True, reason

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
-from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import numpy as np
+from edgecam.histogram import LatencyWindow
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -25,29 +23,6 @@ def rss_mb() -> float:
             return int(statm.read().split()[1]) * _PAGE_SIZE / 2**20
     except (OSError, IndexError, ValueError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def percentile(values: "deque[float] | list[float]", q: float) -> Optional[float]:
-    if not values:
-        return None
-    return round(float(np.percentile(np.fromiter(values, dtype=np.float64), q)), 3)
-
-
-class LatencyWindow:
-    """Thread-safe rolling window of the most recent latency samples (ms)."""
-
-    def __init__(self, size: int = 1000) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
-        self._lock = threading.Lock()  # guards _samples against the stats reader
-
-    def add(self, value_ms: float) -> None:
-        with self._lock:
-            self._samples.append(value_ms)
-
-    def percentiles(self) -> dict[str, Optional[float]]:
-        with self._lock:
-            samples = list(self._samples)
-        return {"p50": percentile(samples, 50), "p99": percentile(samples, 99)}
 
 
 class CpuMeter:
@@ -92,9 +67,13 @@ class StatsCollector:
         now = time.monotonic()
         counters = self._read_counters()
         elapsed = max(now - self._last_time, 1e-6)
-        rates = self._rates(counters, "", elapsed)
-        for name, camera in counters.get("cameras", {}).items():
+        cameras = counters.get("cameras", {})
+        for name, camera in cameras.items():
             camera.update(self._rates(camera, f"{name}/", elapsed))
+        # The totals are the cameras' sums: a camera removed by a live reload takes its
+        # counts with it, and the totals' own difference would go negative.
+        rates = {key: round(sum(camera[key] for camera in cameras.values()), 2)
+                 for key in ("capture_fps", "inference_fps")} if cameras else self._rates(counters, "", elapsed)
         self._last_time = now
         stats = {
             **counters,

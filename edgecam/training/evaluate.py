@@ -10,6 +10,8 @@ import numpy as np
 
 from edgecam.errors import ModelBuildError
 from edgecam.export.calibration import Named
+from edgecam.model.classifier import Classifier
+from edgecam.model.types import ModelInfo
 from edgecam.training.dataset import Dataset, read_image, stratified_subset
 from edgecam.training.metrics import (
     CURVE_FRACTIONS,
@@ -18,8 +20,6 @@ from edgecam.training.metrics import (
     per_class,
     verdict,
 )
-from edgecam.model.classifier import Classifier
-from edgecam.model.types import ModelInfo
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecam.errors import ModelBuildError
+from edgecam.model.preprocess import Preprocessor
 from edgecam.training.augment import views as make_views
 from edgecam.training.dataset import Dataset, Sample, read_image
 from edgecam.training.progress import Progress
-from edgecam.model.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,10 @@ import numpy as np
 from edgecam.errors import ModelBuildError
 from edgecam.export.pipeline import SIZES
 from edgecam.export.quantize import ACTIVATIONS
+from edgecam.export.weights import ARCHS
+from edgecam.model.metadata import DEFAULT_LAYOUT, LAYOUT_NCHW_FLOAT, LAYOUTS
+from edgecam.model.preprocess import Preprocessor
+from edgecam.model.types import ModelInfo
 from edgecam.training.dataset import Dataset, load_dataset
 from edgecam.training.evaluate import (
     add_verdict,
@@ -32,10 +36,6 @@ from edgecam.training.evaluate import (
 )
 from edgecam.training.features import Cache, extract
 from edgecam.training.metrics import data_warnings
-from edgecam.export.weights import ARCHS
-from edgecam.model.metadata import DEFAULT_LAYOUT, LAYOUT_NCHW_FLOAT, LAYOUTS
-from edgecam.model.preprocess import Preprocessor
-from edgecam.model.types import ModelInfo
 
 log = logging.getLogger(__name__)
 

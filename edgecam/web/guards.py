@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import os
 import socket
+from email.message import Message
 from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
@@ -97,7 +98,7 @@ def _origin_key(url: str) -> Optional[tuple[str, int]]:
     return _normal(parts.hostname), port
 
 
-def same_origin(headers: Mapping[str, str]) -> bool:
+def same_origin(headers: "Mapping[str, str] | Message") -> bool:
     """True unless the request's Origin (or, without one, Referer) names
     another site than its Host. No Origin and no Referer: not a browser, allowed."""
     source = headers.get("Origin")

@@ -15,16 +15,13 @@ import logging
 import socket
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 from urllib.parse import parse_qs
 
 from edgecam.web.errors import Busy, HttpError
 from edgecam.web.guards import SAFE_METHODS, basic_auth_ok, same_origin
 from edgecam.web.limits import DeadlineReader
-from edgecam.web.routes import ROUTES
-
-if TYPE_CHECKING:
-    from edgecam.web.server import HttpPreview
+from edgecam.web.request import App
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +36,8 @@ class Handler(BaseHTTPRequestHandler):
     # -- connection set-up --------------------------------------------------------------------
 
     @property
-    def app(self) -> "HttpPreview":
-        return self.server.app  # type: ignore[attr-defined]
+    def app(self) -> App:
+        return self.server.app  # type: ignore[attr-defined, no-any-return]
 
     def setup(self) -> None:
         super().setup()
@@ -81,7 +78,7 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         try:
             self._check_host_and_origin()
-            methods = ROUTES.get(path, {})
+            methods = self.app.routes.get(path, {})
             route = methods.get(self.command)
             if not (route is not None and route.public):
                 self._check_auth()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Optional
 
-from edgecam.histogram import HistogramSnapshot, fmt_number as _fmt
+from edgecam.histogram import HistogramSnapshot
+from edgecam.histogram import fmt_number as _fmt
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -76,9 +77,3 @@ def _number(value: Any) -> Optional[float]:
     return None
 
 
-def _fmt(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))

@@ -1,8 +1,8 @@
 """The endpoints: one function per route, and the table that maps path and
 method to them.
 
-A route is ``fn(req)`` where ``req`` is the Handler: ``req.app`` (the
-HttpPreview: cfg, hub, control, limits), ``req.query`` (parsed query string,
+A route is ``fn(req)`` where ``req`` is a ``request.Request``: ``req.app`` (the
+web app: cfg, hub, control, limits), ``req.query`` (parsed query string,
 e.g. ``req.query.get("camera")``), ``req.headers``, ``req.rfile``, and
 ``req.send_json`` / ``req.send_bytes``. It raises HttpError (or Busy) for
 any refusal; guards (Host, Origin, auth) already ran. To add one, write the
@@ -12,32 +12,21 @@ function and add a line to ROUTES; ``public=True`` skips auth (only /health).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from edgecam.errors import EdgecamError
 from edgecam.model.types import Label
-from edgecam.web import metrics
-from edgecam.web import imageinfo, train_routes
+from edgecam.web import imageinfo, metrics, train_routes
 from edgecam.web.errors import HttpError
+from edgecam.web.request import Request, Route
 from edgecam.web.upload import multipart_file, read_body, upload_kind
-
-if TYPE_CHECKING:
-    from edgecam.web.handler import Handler
 
 BOUNDARY = "edgecamframe"
 STREAM_POLL_S = 0.25  # how often an idle stream re-checks the stop event
 CAMERA_GAP_WAIT_S = 0.1  # longest an upload waits for the next camera result (not at all while paused)
-
-
-@dataclass(frozen=True)
-class Route:
-    handler: Callable[["Handler"], None]
-    public: bool = False  # answered without auth
 
 
 @lru_cache(maxsize=4)
@@ -45,40 +34,44 @@ def _static(name: str) -> bytes:
     return resources.files("edgecam.web").joinpath("static", name).read_bytes()
 
 
-def page_index(req: "Handler") -> None:
+def page_index(req: Request) -> None:
     req.send_bytes(200, _static("index.html"), "text/html; charset=utf-8")
 
 
-def page_classify(req: "Handler") -> None:
+def page_classify(req: Request) -> None:
     req.send_bytes(200, _static("classify.html"), "text/html; charset=utf-8")
 
 
-def _camera(req: "Handler") -> "str | None":
+def page_label(req: Request) -> None:
+    req.send_bytes(200, _static("label.html"), "text/html; charset=utf-8")
+
+
+def _camera(req: Request) -> "str | None":
     values = req.query.get("camera")
     return values[0] if values else None
 
 
-def latest_jpg(req: "Handler") -> None:
+def latest_jpg(req: Request) -> None:
     jpeg = req.app.hub_for(_camera(req)).latest_jpeg()
     if jpeg is None:
         raise HttpError(503, "no frame yet")
     req.send_bytes(200, jpeg, "image/jpeg")
 
 
-def api_latest(req: "Handler") -> None:
+def api_latest(req: Request) -> None:
     req.send_json(200, req.app.latest_payload())
 
 
-def health(req: "Handler") -> None:
+def health(req: Request) -> None:
     ok, reason = req.app.control.health()
     req.send_json(200 if ok else 503, {"ok": bool(ok), "reason": reason})
 
 
-def prometheus(req: "Handler") -> None:
+def prometheus(req: Request) -> None:
     req.send_bytes(200, req.app.metrics_text().encode("utf-8"), metrics.CONTENT_TYPE)
 
 
-def stream(req: "Handler") -> None:
+def stream(req: Request) -> None:
     """multipart/x-mixed-replace JPEGs at most max_fps, on one of max_streams slots
     (``?camera=NAME`` picks the camera, default the first)."""
     app = req.app
@@ -104,7 +97,7 @@ def stream(req: "Handler") -> None:
             last_sent = time.monotonic()
 
 
-def classify(req: "Handler") -> None:
+def classify(req: Request) -> None:
     """An image (raw body or form upload) -> Top-k. Checked before decoding:
     content type, length, format and declared pixels; decode + classify run on
     one of classify_concurrency threads."""
@@ -145,10 +138,11 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/api/latest": {"GET": Route(api_latest)},
     "/health": {"GET": Route(health, public=True)},
     "/metrics": {"GET": Route(prometheus)},
-    "/label": {"GET": Route(train_routes.page_label)},
+    "/label": {"GET": Route(page_label)},
     "/api/samples": {"GET": Route(train_routes.api_samples), "POST": Route(train_routes.api_change_samples)},
     "/api/sample.jpg": {"GET": Route(train_routes.api_sample_jpg)},
     "/api/capture": {"POST": Route(train_routes.api_capture)},
     "/api/reload": {"POST": Route(train_routes.api_reload)},
+    "/api/config": {"POST": Route(train_routes.api_config)},
     "/api/model": {"POST": Route(train_routes.api_model)},
 }

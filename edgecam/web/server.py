@@ -23,32 +23,40 @@ import socketserver
 import threading
 import time
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from edgecam.config import HttpPreviewConfig
+from edgecam.control.protocol import DaemonControl
 from edgecam.errors import ConfigError
+from edgecam.histogram import HistogramSnapshot
+from edgecam.preview.hub import PreviewHub
 from edgecam.web import metrics
-from edgecam.web.errors import RETRY_AFTER_S, Busy
+from edgecam.web.errors import RETRY_AFTER_S, Busy, HttpError
 from edgecam.web.guards import HostCheck, load_credentials
 from edgecam.web.handler import Handler
 from edgecam.web.limits import Limits
-from edgecam.preview.hub import PreviewHub
-from edgecam.control.protocol import DaemonControl
-from edgecam.web.errors import HttpError
-from edgecam.histogram import HistogramSnapshot
+from edgecam.web.routes import ROUTES
 
 logger = logging.getLogger(__name__)
 
+HubSource = Callable[[], Mapping[str, PreviewHub]]
 _FD_HEADROOM = 64  # files the rest of the daemon may hold (model, camera, MQTT, logs)
 
 
 class HttpPreview:
-    def __init__(self, cfg: HttpPreviewConfig, hubs: "dict[str, PreviewHub] | PreviewHub",
+    def __init__(self, cfg: HttpPreviewConfig, hubs: "HubSource | Mapping[str, PreviewHub] | PreviewHub",
                  control: DaemonControl) -> None:
+        """``hubs`` gives each camera's hub, asked anew for every request (a live reload adds
+        and removes cameras); a fixed mapping or one hub does for tests."""
         self.cfg = cfg
-        self.hubs = hubs if isinstance(hubs, dict) else {"default": hubs}  # camera -> its hub
-        self.hub = next(iter(self.hubs.values()))  # the first camera's: the default view
+        if isinstance(hubs, PreviewHub):
+            hubs = {"default": hubs}
+        if isinstance(hubs, Mapping):
+            fixed = dict(hubs)
+            hubs = lambda: fixed  # noqa: E731
+        self._hubs: HubSource = hubs
         self.control = control
+        self.routes = ROUTES
         self.credentials = load_credentials(cfg.auth)
         self.hosts = HostCheck(cfg.bind, cfg.allowed_hosts)
         self.limits = Limits(cfg)
@@ -97,13 +105,27 @@ class HttpPreview:
         self._server = None
         self._thread = None
 
+    @property
+    def hubs(self) -> Mapping[str, PreviewHub]:
+        """camera -> its hub, as it runs now."""
+        return self._hubs()
+
+    @property
+    def hub(self) -> PreviewHub:
+        """The first camera's hub: the default view."""
+        hubs = self.hubs
+        if not hubs:
+            raise HttpError(503, "no camera runs")
+        return next(iter(hubs.values()))
+
     def hub_for(self, camera: Optional[str]) -> PreviewHub:
         """The hub of ``?camera=NAME`` (default: the first camera); 404 for an unknown name."""
         if camera is None:
             return self.hub
-        if camera not in self.hubs:
+        hubs = self.hubs
+        if camera not in hubs:
             raise HttpError(404, f"no camera named {camera[:64]!r}")
-        return self.hubs[camera]
+        return hubs[camera]
 
     def count_forbidden(self, guard: str) -> None:
         with self._forbidden_lock:
@@ -138,19 +160,23 @@ class HttpPreview:
 
     def _histograms(self) -> dict[str, tuple[str, HistogramSnapshot]]:
         per_hub = [hub.histograms() for hub in self.hubs.values()]
+        if not per_hub:
+            return {}
         return {name: (help_text, HistogramSnapshot.merge([h[name][1] for h in per_hub]))
                 for name, (help_text, _) in per_hub[0].items()}
 
     def latest_payload(self) -> dict[str, Any]:
-        result = self.hub.latest_result()
+        hubs = self.hubs
+        first = next(iter(hubs.values()), None)
+        result = first.latest_result() if first is not None else None
         ok, reason = self.control.health()
         return {
             "result": result.to_payload() if result is not None else None,  # the first camera's latest
-            "fps": self.hub.fps(),
+            "fps": first.fps() if first is not None else None,
             "stats": self.control.stats(),
             "health": {"ok": ok, "reason": reason},
             "paused": self.control.paused,
-            "cameras": {name: _camera_payload(hub) for name, hub in self.hubs.items()},
+            "cameras": {name: _camera_payload(hub) for name, hub in hubs.items()},
         }
 
 
@@ -237,7 +263,7 @@ class _PooledServer(socketserver.TCPServer):
         self._queue.put((request, client_address))
 
     def finish_request(self, request: Any, client_address: Any) -> Handler:  # type: ignore[override]
-        return self.RequestHandlerClass(request, client_address, self)  # type: ignore[return-value]
+        return self.RequestHandlerClass(request, client_address, self)  # type: ignore[return-value, arg-type]
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:

@@ -10,27 +10,27 @@ pass the Origin check every POST gets. Uploading a model needs
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import re
+from typing import Any
 
-from edgecam.errors import ConfigError, EdgecamError, ModelError
+from edgecam.config.writer import DELETE
+from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
+from edgecam.web.request import Request
 from edgecam.web.upload import read_body
-
-if TYPE_CHECKING:
-    from edgecam.web.handler import Handler
 
 JSON_LIMIT = 256 * 1024
 MAX_IDS = 1000
 
 
-def _param(req: "Handler", name: str) -> str:
+def _param(req: Request, name: str) -> str:
     values = req.query.get(name)
     if not values or not values[0]:
         raise HttpError(400, f"missing ?{name}=")
     return values[0][:200]
 
 
-def _read_json(req: "Handler") -> dict[str, Any]:
+def _read_json(req: Request) -> dict[str, Any]:
     media = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         raise HttpError(415, "send a JSON body with Content-Type: application/json")
@@ -72,23 +72,17 @@ def _call(fn: Any, *args: Any) -> Any:
         raise HttpError(400, str(err)) from None
 
 
-def page_label(req: "Handler") -> None:
-    from edgecam.web.routes import _static
-
-    req.send_bytes(200, _static("label.html"), "text/html; charset=utf-8")
-
-
-def api_samples(req: "Handler") -> None:
+def api_samples(req: Request) -> None:
     req.send_json(200, _call(req.app.control.list_samples, _param(req, "camera"), _param(req, "region")))
 
 
-def api_sample_jpg(req: "Handler") -> None:
+def api_sample_jpg(req: Request) -> None:
     control = req.app.control
     jpeg = _call(control.sample_jpeg, _param(req, "camera"), _param(req, "region"), _param(req, "id"))
     req.send_bytes(200, jpeg, "image/jpeg")
 
 
-def api_change_samples(req: "Handler") -> None:
+def api_change_samples(req: Request) -> None:
     """{"camera", "region", "ids": [...], "label": NAME} labels them (or "inbox");
     {"camera", "region", "ids": [...], "delete": true} deletes them."""
     data = _read_json(req)
@@ -100,19 +94,62 @@ def api_change_samples(req: "Handler") -> None:
         req.send_json(200, {"labelled": _call(control.label_samples, camera, region, ids, _text(data, "label"))})
 
 
-def api_capture(req: "Handler") -> None:
+def api_capture(req: Request) -> None:
     data = _read_json(req)
     control = req.app.control
     reply = _call(control.capture_sample, _text(data, "camera"), _text(data, "region"), _text(data, "label", False))
     req.send_json(200, reply)
 
 
-def api_reload(req: "Handler") -> None:
-    reply = req.app.control.reload_models()
-    req.send_json(200 if not reply["errors"] else 422, reply)
+def api_reload(req: Request) -> None:
+    """Re-read the config file and apply it live (as SIGHUP does); 422 when it does not
+    validate or a model does not load (then nothing changed)."""
+    try:
+        reply = req.app.control.reload()
+    except (ConfigError, ModelError) as err:
+        raise HttpError(422, str(err)) from None
+    except EdgecamError as err:
+        raise HttpError(503, str(err)) from None
+    req.send_json(200, reply)
 
 
-def api_model(req: "Handler") -> None:
+MAX_EDITS = 64
+_KEY_PATH = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,8}")
+
+
+def api_config(req: Request) -> None:
+    """Write a change into the config file and apply it live: ``{"set": {"cameras.garage.regions.
+    door.box": [0.1, 0.2, 0.5, 0.9]}, "delete": ["cameras.garage.regions.old"]}``. Needs
+    preview.http.auth (it rewrites the file the daemon starts from). 422 when the result does
+    not validate: nothing is written."""
+    if req.app.credentials is None:
+        raise HttpError(403, "changing the config file needs preview.http.auth")
+    data = _read_json(req)
+    unknown = set(data) - {"set", "delete"}
+    if unknown:
+        raise HttpError(400, f"unknown key(s): {', '.join(sorted(unknown))[:100]} (expected set, delete)")
+    sets, deletes = data.get("set", {}), data.get("delete", [])
+    if not isinstance(sets, dict) or not isinstance(deletes, list):
+        raise HttpError(400, "set must be an object and delete a list of key paths")
+    edits: dict[str, Any] = dict(sets)
+    edits.update({key: DELETE for key in deletes if isinstance(key, str)})
+    if not edits or len(edits) > MAX_EDITS or len(deletes) + len(sets) != len(edits):
+        raise HttpError(400, f"give 1 to {MAX_EDITS} distinct key paths")
+    bad = [key for key in edits if not isinstance(key, str) or not _KEY_PATH.fullmatch(key)]
+    if bad:
+        raise HttpError(400, f"not a key path: {str(bad[0])[:80]!r} (e.g. cameras.garage.regions.door.box)")
+    try:
+        reply = req.app.control.edit_config(edits)
+    except ConfigConflict as err:
+        raise HttpError(409, str(err)) from None
+    except (ConfigError, ModelError) as err:
+        raise HttpError(422, str(err)) from None
+    except EdgecamError as err:
+        raise HttpError(503, str(err)) from None
+    req.send_json(200, reply)
+
+
+def api_model(req: Request) -> None:
     """The ONNX file as the body (application/octet-stream) for ?camera=&region=."""
     if req.app.credentials is None:
         raise HttpError(403, "uploading a model needs preview.http.auth (a model decides what the camera reports)")

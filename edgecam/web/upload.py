@@ -15,7 +15,8 @@ import re
 from email.message import Message
 from email.parser import HeaderParser
 from email.policy import HTTP as HTTP_POLICY
-from typing import BinaryIO, Optional
+from io import BufferedIOBase
+from typing import BinaryIO, Optional, Union
 
 from edgecam.web.errors import HttpError
 
@@ -37,7 +38,7 @@ def upload_kind(content_type: Optional[str]) -> str:
     raise HttpError(415, f"POST /classify needs {_HOW}; got {shown}")
 
 
-def read_body(rfile: BinaryIO, raw_length: Optional[str], limit: int) -> bytes:
+def read_body(rfile: Union[BinaryIO, BufferedIOBase], raw_length: Optional[str], limit: int) -> bytes:
     """Content-Length bytes from ``rfile``, checked against ``limit`` before
     reading anything. 411/400/413 as HttpError; the caller closes the connection."""
     if raw_length is None:

@@ -22,13 +22,15 @@ class FakeControl:
     def camera_names(self) -> list[str]:
         return ["default"]
 
-    def pause(self, camera: Optional[str] = None) -> None:
+    def pause(self, camera: Optional[str] = None) -> bool:
         self.calls.append(("pause", camera))
         self.paused = True
+        return True
 
-    def resume(self, camera: Optional[str] = None) -> None:
+    def resume(self, camera: Optional[str] = None) -> bool:
         self.calls.append(("resume", camera))
         self.paused = False
+        return False
 
     def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
                        region: Optional[str] = None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ small (``TEST_CALIB`` images) to keep the build short.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2

@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 from edgecam.config import HttpPreviewConfig
-from edgecam.web import HttpPreview
 from edgecam.preview.hub import PreviewHub
+from edgecam.web import HttpPreview
 from tests.support.web_control import ControlDouble, chelsea_bgr, make_result
 
 

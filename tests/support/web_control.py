@@ -83,11 +83,13 @@ class ControlDouble:
     def camera_names(self) -> list[str]:
         return ["default"]
 
-    def pause(self, camera: Optional[str] = None) -> None:
+    def pause(self, camera: Optional[str] = None) -> bool:
         self._paused = True
+        return True
 
-    def resume(self, camera: Optional[str] = None) -> None:
+    def resume(self, camera: Optional[str] = None) -> bool:
         self._paused = False
+        return False
 
     def apply_settings(self, settings: dict[str, Any], camera: Optional[str] = None,
                        region: Optional[str] = None) -> dict[str, Any]:

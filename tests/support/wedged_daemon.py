@@ -1,13 +1,12 @@
 """`edgecam run` whose model hangs while a gate file exists: a wedged classifier
 in a real process (the daemon, its threads and systemd protocol are all real).
 
-    python tests/wedged_daemon.py run ARGS...   (gate: $EDGECAM_TEST_WEDGE_FILE)
+    python tests/support/wedged_daemon.py run ARGS...   (gate: $EDGECAM_TEST_WEDGE_FILE)
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from edgecam.model.classifier import Classifier

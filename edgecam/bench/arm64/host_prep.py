@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[3]
-
+from edgecam.bench.media import moving_frames, write_video
 from edgecam.model.metadata import info_from_props
 from edgecam.model.preprocess import Preprocessor
-from edgecam.bench.media import moving_frames, write_video
+
+REPO = Path(__file__).resolve().parents[3]
 
 PHOTO_FILES = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 SEED = 20240606

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
-
 from edgecam.bench.common import host_line, load
-from edgecam.bench.http import hostile_uploads, run_load, sample_jpeg
 from edgecam.bench.fleet.load import Mosquitto
+from edgecam.bench.http import hostile_uploads, run_load, sample_jpeg
 from edgecam.bench.reliability.fuzz import fuzz_commands, fuzz_configs, fuzz_http
 from edgecam.bench.reliability.watch import Daemon, Sampler, Subscriber, http_get
+
+REPO = Path(__file__).resolve().parents[3]
 
 REQUEST_TIMEOUT_S = 3.0
 PREFIX = "edgecam/rel"

@@ -9,7 +9,8 @@ Payload: a JSON object ``{"cmd": NAME, "id": optional str|int, ...}`` with NAME
   ``{"cmd": "set", "min_score": 0.3, "policy": "on_change", "max_fps": 5, "smoothing": 3}``,
   or of one region: ``{"cmd": "set", "camera": "garage", "region": "door", "confirm": 5}``;
 * ``status``              republish the retained state;
-* ``reload``              reload every model file that changed on disk (as SIGHUP does);
+* ``reload``              re-read the config file and apply the difference live, with every model
+  file that changed on disk (as SIGHUP does): the reply lists the changes and what needs a restart;
 * ``capture``             save a region's crop of the newest frame as a training sample:
   ``{"cmd": "capture", "camera": "garage", "region": "door", "label": "open"}`` (no label: the inbox).
 
@@ -28,10 +29,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from edgecam.errors import ConfigError, EdgecamError
-from edgecam.control.protocol import DaemonControl
 from edgecam.config.cameras import NAME_PATTERN
+from edgecam.control.protocol import DaemonControl
 from edgecam.control.settings import REGION_SETTINGS, SETTINGS, check_region_setting, check_setting
+from edgecam.errors import ConfigError, EdgecamError
 
 logger = logging.getLogger(__name__)
 
@@ -180,19 +181,12 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
     if command.region is not None:
         reply["region"] = command.region
     if command.cmd in ("pause", "resume"):
-        (control.pause if command.cmd == "pause" else control.resume)(command.camera)
-        if command.camera is None:
-            reply["paused"] = bool(control.paused)
-        else:
-            reply["paused"] = bool(control.state()["cameras"][command.camera]["paused"])
+        # paused right after this command (not after whatever another client did since)
+        reply["paused"] = bool((control.pause if command.cmd == "pause" else control.resume)(command.camera))
     elif command.cmd == "set":
         reply["settings"] = control.apply_settings(dict(command.settings), command.camera, command.region)
     elif command.cmd == "reload":
-        outcome_reply = control.reload_models()
-        reply.update(outcome_reply)
-        if outcome_reply["errors"]:
-            reply["ok"] = False
-            reply["error"] = "; ".join(f"{name}: {error}" for name, error in outcome_reply["errors"].items())
+        reply.update(control.reload())  # the config file and changed model files; raises: nothing changed
     elif command.cmd == "capture":
         assert command.camera is not None and command.region is not None
         reply.update(control.capture_sample(command.camera, command.region, command.settings.get("label")))

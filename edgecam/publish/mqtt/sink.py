@@ -39,13 +39,13 @@ from edgecam.publish.mqtt.connection import (
     logger,
     make_client,
 )
+from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
 from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import WINDOW, OutboxPump
 from edgecam.publish.mqtt.results import Queued, ResultQueue
-from edgecam.publish.mqtt.worker import WorkerMixin, json_bytes
-from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
-from edgecam.publish.sink import Sink
 from edgecam.publish.mqtt.topics import OFFLINE, Topics
+from edgecam.publish.mqtt.worker import WorkerMixin, json_bytes
+from edgecam.publish.sink import Sink
 from edgecam.result import Result
 
 _FLUSH_BATCH = 64

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.publish.mqtt import commands
-from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
 from edgecam.publish.mqtt.connection import logger
+from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
 from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT
 from edgecam.publish.mqtt.topics import ONLINE
 
