@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures_model",
     "tests.fixtures_mqtt",
+    "tests.support.fixtures_homeassistant",
 ]
 
 import pytest
