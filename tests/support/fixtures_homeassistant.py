@@ -29,7 +29,8 @@ def homeassistant_install() -> Installation:
     try:
         return ensure_installed()
     except HomeAssistantUnavailable as exc:
-        pytest.fail(f"Home Assistant is not available for the tests marked homeassistant: {exc}", pytrace=False)
+        problem = str(exc)
+    pytest.fail(f"Home Assistant is not available for the tests marked homeassistant: {problem}", pytrace=False)
 
 
 class HomeAssistantFactory:
