@@ -115,7 +115,10 @@ def wait_state(ha: HomeAssistant, entity_id: str, state: str, timeout: float = 3
     def matches() -> dict[str, Any] | None:
         found = ha.state(entity_id)
         return found if found and found["state"] == state else None
-    return ha.wait_for(matches, timeout, f"{entity_id} == {state!r} (now {ha.state(entity_id)})")
+    try:
+        return ha.wait_for(matches, timeout, f"{entity_id} == {state!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it is {ha.state(entity_id)}") from None
 
 
 @pytest.fixture
@@ -202,7 +205,9 @@ def test_restart_rereads_retained_discovery_and_empty_discovery_removes(smoke: A
     ha.restart()
     assert wait_state(ha, ids["label"], "closed", 60)["attributes"]["score"] == 0.81
     assert wait_state(ha, ids["online"], "on")["attributes"]["device_class"] == "connectivity"
-    assert ha.request("GET", f"/api/image_proxy/{ids['image']}")[1] == picture
+    proxied = ha.wait_for(lambda: (r := ha.request("GET", f"/api/image_proxy/{ids['image']}"))[0] == 200 and r,
+                          30, "the retained picture after the restart")
+    assert proxied[1] == picture
 
     dev.publish(f"homeassistant/device/{dev.cam}/config", b"")
     ha.wait_for(lambda: all(ha.state(eid) is None for eid in ids.values()), 30, "the camera's entities to go")

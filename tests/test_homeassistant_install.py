@@ -5,7 +5,7 @@ The install itself is exercised by tests/test_homeassistant_harness.py (marked h
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,13 +24,29 @@ def test_each_python_gets_the_newest_release_that_installs_on_it() -> None:
     assert [r.min_python for r in RELEASES] == sorted((r.min_python for r in RELEASES), reverse=True)
 
 
-@pytest.mark.parametrize("interpreter", [sys.executable, "/nonexistent/python3.13"])
-def test_no_suitable_python_fails_naming_what_to_install(interpreter: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The project's own Python (3.11 here, < 3.13) or a missing one: a clear error, never a skip."""
+def fake_python(tmp_path: Path, version: str) -> str:
+    """An "interpreter" that answers the installer's probe with ``version``."""
+    exe = tmp_path / f"python{version}"
+    exe.write_text(f"#!/bin/sh\necho {version}\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+@pytest.mark.parametrize("version", ["3.12.9", None])
+def test_no_suitable_python_fails_naming_what_to_install(version: str | None, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python older than 3.13, or none at all: a clear error, never a skip."""
+    interpreter = fake_python(tmp_path, version) if version else str(tmp_path / "missing" / "python3.13")
     monkeypatch.setenv("EDGECAM_HA_PYTHON", interpreter)
     with pytest.raises(HomeAssistantUnavailable) as err:
         choose_python()
     text = str(err.value)
-    assert interpreter in text and "Python >= 3.13" in text and "pyenv install 3.13" in text
+    assert f"{interpreter} ({version or 'does not run or lacks venv'})" in text
+    assert "Python >= 3.13" in text and "pyenv install 3.13" in text
     assert "apt-get install python3.13 python3.13-venv" in text and "EDGECAM_HA_PYTHON" in text
 
+
+def test_a_suitable_python_gets_its_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECAM_HA_PYTHON", fake_python(tmp_path, "3.13.5"))
+    python, version, release = choose_python()
+    assert (python.name, version, release.version) == ("python3.13.5", (3, 13, 5), "2026.2.3")

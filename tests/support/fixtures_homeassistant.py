@@ -4,8 +4,8 @@
 fails the test with what to install (never a skip). ``homeassistant``: a started,
 onboarded Home Assistant with the MQTT integration on the test's own ``broker``
 and discovery on; stopped at teardown. ``homeassistant_factory`` makes more, or
-ones with extra configuration. A failing test that used one gets the tail of its
-home-assistant.log in the report.
+ones with extra configuration (request ``broker`` before it, so HA stops first).
+A failing test that used one gets the tail of its home-assistant.log in the report.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ def homeassistant_factory(homeassistant_install: Installation, tmp_path: Path) -
 
 
 @pytest.fixture
-def homeassistant(homeassistant_factory: HomeAssistantFactory, broker: Any) -> HomeAssistant:
-    return homeassistant_factory(broker)
+def homeassistant(homeassistant_factory: HomeAssistantFactory, broker: Any) -> Iterator[HomeAssistant]:
+    ha = homeassistant_factory(broker)
+    yield ha
+    ha.stop()  # before the broker stops (set up after it, torn down before it)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -74,7 +76,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not report.failed:
         return
     funcargs: dict[str, Any] = getattr(item, "funcargs", {})
-    for name, value in funcargs.items():
-        instances = value.made if isinstance(value, HomeAssistantFactory) else [value]
-        for n, ha in enumerate(x for x in instances if isinstance(x, HomeAssistant)):
-            report.sections.append((f"home-assistant.log of {name}[{n}] ({ha.url}), last lines", ha.log_tail()))
+    shown: set[int] = set()
+    for value in funcargs.values():
+        for ha in value.made if isinstance(value, HomeAssistantFactory) else [value]:
+            if isinstance(ha, HomeAssistant) and id(ha) not in shown:
+                shown.add(id(ha))
+                report.sections.append((f"home-assistant.log of {ha.url} (last lines)", ha.log_tail()))

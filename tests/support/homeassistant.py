@@ -179,9 +179,17 @@ class HomeAssistant:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 60) -> str:
+        """The log's last lines, each traceback cut to its last line (startup brings a few)."""
         stdout = self.config_dir / "hass.stdout"
         text = self.log_text() or (stdout.read_text(errors="replace") if stdout.exists() else "")
-        return "\n".join(text.splitlines()[-lines:])
+        out: list[str] = []
+        for line in text.splitlines():
+            is_record = line[:4].isdigit() and line[4:5] == "-"  # "2026-12-03 10:38:49.736 ERROR ..."
+            if not is_record and out and out[-1].startswith("    | "):
+                out[-1] = f"    | {line.strip()}"  # keep only the traceback's last line
+            else:
+                out.append(line if is_record else f"    | {line.strip()}")
+        return "\n".join(out[-lines:])
 
     def _wait_until(self, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
