@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.support.models",
     "tests.support.mqtt",
     "tests.support.web",
+    "tests.support.fixtures_homeassistant",
 ]
 
 
