@@ -250,7 +250,22 @@ def test_unknown_or_unreadable_region_models_name_the_key(tmp_path: Path, resnet
         config = parse_config({"model": {"path": str(resnet_int8)}, "mqtt": {"enabled": False},
                                "cameras": {"gate": {"uri": "demo", "regions": {"latch": {"model": model}}}}})
         with pytest.raises(ModelError, match=f"cameras.gate.regions.latch.model: .*{message}"):
-            Daemon(config, stdout_results=False)
+            Daemon(config, stdout_results=False).prepare()  # the only region: nothing could run
+
+
+def test_a_bad_region_model_at_start_disables_that_region_only(tmp_path: Path, resnet_int8: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(resnet_int8.read_bytes()[:5000])  # a truncated copy
+    config = parse_config({"model": {"path": str(resnet_int8)}, "mqtt": {"enabled": False},
+                           "cameras": {"gate": {"uri": "demo", "regions": {"latch": {"model": str(broken)},
+                                                                         "yard": {}}}}})
+    daemon = Daemon(config, stdout_results=False)
+    daemon.prepare()
+    layout = daemon.pipeline.layout
+    assert [r.name for r in layout.cameras["gate"].regions] == ["yard"]
+    assert "cameras.gate.regions.latch.model" in layout.errors["gate/latch"]
+    state = daemon.status.state()["cameras"]["gate"]["regions"]
+    assert state["latch"]["state"] == "error" and "not a valid ONNX" in state["latch"]["error"]
 
 
 def test_regions_sharing_a_model_file_share_one_session(resnet_int8: Path, tmp_path: Path) -> None:
@@ -260,6 +275,7 @@ def test_regions_sharing_a_model_file_share_one_session(resnet_int8: Path, tmp_p
         "a": {"uri": "demo", "regions": {"x": {}, "y": {"model": str(resnet_int8)}}},
         "b": {"uri": "demo", "regions": {"z": {"model": str(alias)}}}}})
     daemon = Daemon(config, stdout_results=False)
+    daemon.prepare()
     layout = daemon.pipeline.layout
     assert len(layout.models) == 2  # the default file once, the copy once
     x, y = layout.cameras["a"].regions
@@ -274,6 +290,7 @@ def test_sources_by_camera_name_feed_each_camera_its_own_frames(resnet_int8: Pat
     daemon = Daemon(config, stdout_results=False, extra_sinks=[recorder],
                     source=MemorySource([photo_bgr("chelsea")], fps=20, source_id="mem-a"),
                     sources={"b": MemorySource([photo_bgr("coffee")], fps=20, source_id="mem-b")})
+    daemon.prepare()
     assert [run.camera.source.source_id for run in daemon.pipeline.layout.cameras.values()] == ["mem-a", "mem-b", "demo"]
     runner = threading.Thread(target=daemon.run)
     runner.start()

@@ -108,6 +108,7 @@ def test_watchdog_stops_when_the_pipeline_stalls(notify_socket, resnet_int8: Pat
     config = parse_config({"device_id": "wd", "mqtt": {"enabled": False},
                            "model": {"path": str(resnet_int8), "threads": 1}})
     daemon = Daemon(config, stdout_results=False, source=MemorySource(moving_frames(10), fps=30))
+    daemon.prepare()
     gated = GatedClassifier(daemon.pipeline.layout.default_classifier())
     key = model_key(resnet_int8)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from edgecam.bench.media import moving_frames, write_video
 from edgecam.config import load_config
 from tests.support.daemon_process import DaemonProcess, write_config
-from tests.support.mqtt import Collector, free_port
+from tests.support.mqtt import Collector, free_port, wait_until
 
 RESNET, EFFNET = "resnet18_160_int8", "efficientnet_lite0_160_int8"
 
@@ -88,8 +88,8 @@ def test_mqtt_reload_keeps_the_old_model_when_the_new_file_is_broken(broker, res
         model.write_bytes(model.read_bytes()[:5000])  # a truncated copy: not a model
         reply = reload()
         assert reply["ok"] is False and "current.onnx" in reply["error"] and "not a valid ONNX" in reply["error"]
-        state = collector.messages("edgecam/swap/state")[-1].json()
-        assert "current.onnx" in json.dumps(state["model_errors"])
+        wait_until(lambda: "current.onnx" in json.dumps(collector.messages("edgecam/swap/state")[-1].json()
+                                                        ["model_errors"]), 10, "the error in the state topic")
         count = len(collector.messages("edgecam/swap/result"))
         collector.wait_for("edgecam/swap/result", count + 10, timeout=20)  # still classifying, old model
         assert set(model_names([m.json() for m in collector.messages("edgecam/swap/result")])) == {RESNET}

@@ -24,6 +24,7 @@ from edgecam.config.sections import (
     HttpAuthConfig,
     HttpPreviewConfig,
     InferenceConfig,
+    ModelChecksConfig,
     ModelConfig,
     MqttConfig,
     OutboxConfig,
@@ -40,7 +41,7 @@ from edgecam.config.sections import (
 __all__ = [
     "DEFAULT_CAMERA", "DEFAULT_REGION", "FULL_FRAME", "MIN_MAX_FPS", "BackoffConfig", "BufferConfig",
     "CameraConfig", "CollectConfig", "CommandsConfig", "Config", "DiscoveryConfig", "HttpAuthConfig",
-    "HttpPreviewConfig", "InferenceConfig", "ModelConfig", "MqttConfig", "OutboxConfig", "Picamera2Config",
+    "HttpPreviewConfig", "InferenceConfig", "ModelChecksConfig", "ModelConfig", "MqttConfig", "OutboxConfig", "Picamera2Config",
     "PreviewConfig", "PublishConfig",
     "RegionConfig", "Section", "SkipUnchangedConfig", "SourceConfig", "StatsConfig", "TlsConfig",
     "apply_overrides", "format_validation_error", "load_config", "load_text", "parse_config",

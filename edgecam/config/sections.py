@@ -66,10 +66,21 @@ class SourceConfig(Section):
         return value
 
 
+class ModelChecksConfig(Section):
+    """What a model must show before it runs (upload, reload, start-up), sized for a Pi."""
+
+    max_input_size: int = Field(640, ge=32, le=4096)  # px per side of the model's declared input
+    max_load_s: float = Field(60.0, gt=0, le=3600)  # loading and the check runs, in all
+    max_memory_mb: int = Field(512, ge=32, le=65536)  # memory the check process may grow by
+    max_run_ms: float = Field(1000.0, gt=0, le=60000)  # per image, on the check's crops
+    rollback_after: int = Field(5, ge=1, le=1000)  # failed frames in a row before a new model is rolled back
+
+
 class ModelConfig(Section):
     path: str = "models/resnet18_160_int8.onnx"
     threads: int = Field(2, ge=1, le=64)
     top_k: int = Field(3, ge=1, le=20)
+    checks: ModelChecksConfig = ModelChecksConfig()
 
 
 class SkipUnchangedConfig(Section):

@@ -95,6 +95,11 @@ class Deployer:
             raise ModelError(f"cannot store the uploaded model in {folder}: {err.strerror or err}") from None
         return path
 
+    def persist(self, camera: str, region: str, path: str) -> None:
+        """Keep ``path`` as the region's model in the config file, when there is one."""
+        if self._persist is not None:
+            self._persist(camera, region, path)
+
     def _persisted(self, camera: str, region: str, path: str) -> dict[str, Any]:
         if self._persist is None:
             return {"persisted": False,
@@ -111,7 +116,6 @@ def _use_model(layout: Layout, camera: str, region_name: str, loaded: LoadedMode
     """On the owner thread: the region runs ``loaded`` from now on; returns its previous model file."""
     region = layout.region(camera, region_name)
     previous = region.model_path
+    region.faults.start_probation(previous, layout.models[model_key(previous)])
     region.retune(region.cfg.model_copy(update={"model": str(loaded.classifier.path)}))
-    models = {**layout.models, model_key(loaded.classifier.path): loaded}
-    used = {model_key(r.model_path) for r in layout.regions()}
-    return layout.next(models={key: model for key, model in models.items() if key in used}), previous
+    return layout.with_models({**layout.models, model_key(loaded.classifier.path): loaded}), previous

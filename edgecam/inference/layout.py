@@ -89,7 +89,15 @@ class Layout:
     def next(self, **changes: object) -> "Layout":
         return replace(self, generation=self.generation + 1, **changes)  # type: ignore[arg-type]
 
+    def with_models(self, models: Mapping[str, LoadedModel], **changes: object) -> "Layout":
+        """The next layout, running ``models`` (and ``changes``), without the files no region uses."""
+        runs = changes.get("cameras", self.cameras)
+        assert isinstance(runs, Mapping)
+        keys = {model_key(region.model_path) for run in runs.values() for region in run.regions}
+        return self.next(models={key: m for key, m in models.items() if key in keys}, **changes)
+
     def used_models(self) -> dict[str, LoadedModel]:
-        """``models`` without the files no region uses any more (they close once unreferenced)."""
+        """``models`` without the files no region uses any more (they close once unreferenced;
+        a region on probation holds its previous model itself, for a rollback)."""
         keys = {model_key(region.model_path) for region in self.regions()}
         return {key: model for key, model in self.models.items() if key in keys}

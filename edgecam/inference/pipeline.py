@@ -68,9 +68,9 @@ class Pipeline:
         return reply
 
     # -- configurations ---------------------------------------------------------------
-    def plan(self, config: Config) -> Plan:
+    def plan(self, config: Config, disable_failing: bool = False) -> Plan:
         """Prepare ``config`` (on the caller's thread): see ``make_plan``."""
-        return make_plan(self._layout, config, self.loader, self.factory)
+        return make_plan(self._layout, config, self.loader, self.factory, disable_failing)
 
     def apply(self, plan: Plan) -> Layout:
         """Swap a prepared plan in; the cameras it retired are in ``plan.retired``."""
@@ -78,4 +78,7 @@ class Pipeline:
             new = apply_plan(layout, plan)
             return new, new
 
-        return self.update(change, "config", config=plan.config, changes=tuple(plan.changes))
+        layout = self.update(change, "config", config=plan.config, changes=tuple(plan.changes))
+        if plan.loader is not None:
+            self.loader = plan.loader
+        return layout

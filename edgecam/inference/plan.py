@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 from pydantic import BaseModel
 
 from edgecam.config import CameraConfig, Config, RegionConfig
@@ -23,7 +24,7 @@ from edgecam.inference.changes import ChangeRefused
 from edgecam.inference.layout import CameraRun, Layout
 from edgecam.inference.pool import LoadedModel, ModelLoader, model_key
 from edgecam.preview.hub import PreviewHub
-from edgecam.regions.region import Region, resolve
+from edgecam.regions.region import Region, pixel_box, resolve
 from edgecam.sources.base import FrameSource
 from edgecam.sources.camera import Camera
 
@@ -53,6 +54,8 @@ class Plan:
     models: dict[str, LoadedModel]  # files loaded for this change
     changes: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
+    loader: Optional[ModelLoader] = None  # new settings (threads, checks): the loader from now on
+    errors: dict[str, str] = field(default_factory=dict)  # "camera/region" left out: why (start-up)
     retired: list[Camera] = field(default_factory=list)  # filled by apply_plan: stop these afterwards
 
     def discard(self) -> None:
@@ -96,23 +99,25 @@ def _source_part(cfg: CameraConfig) -> dict[str, Any]:
     return cfg.model_dump(exclude={"regions"})
 
 
-def make_plan(layout: Layout, new_config: Config, loader: ModelLoader, factory: CameraFactory) -> Plan:
+def make_plan(layout: Layout, new_config: Config, loader: ModelLoader, factory: CameraFactory,
+              disable_failing: bool = False) -> Plan:
     """Everything ``new_config`` needs that does not run yet, prepared. Raises ModelError /
-    ConfigError (and builds nothing) when a model file does not load or a source is impossible."""
+    ConfigError (and builds nothing) when a model file does not load or a source is impossible.
+    ``disable_failing`` (start-up): a region whose model does not load is left out, with its
+    error in ``plan.errors``, and the others run; only when none can run is that an error."""
     config, needs_restart = keep_restart_only(layout.config, new_config)
     wanted = config.camera_configs()
     regions = {camera: {name: resolve(cfg, config) for name, cfg in camera_cfg.regions.items()}
                for camera, camera_cfg in wanted.items()}
-    model_paths = {cfg.model: _model_key_path(config, camera, name, config_region)
-                   for camera, camera_cfg in wanted.items()
-                   for name, config_region in camera_cfg.regions.items()
-                   for cfg in [regions[camera][name]] if cfg.model is not None}
-    if loader.threads != config.model.threads:
-        loader.threads = config.model.threads
-        loaded: Mapping[str, LoadedModel] = {}  # every session again, with the new thread count
+    if (loader.threads, loader.checks) != (config.model.threads, config.model.checks):
+        loader = ModelLoader(config.model.threads, config.model.checks)
+        loaded: Mapping[str, LoadedModel] = {}  # every session again, with the new settings
     else:
         loaded = layout.models
-    models = loader.load_missing(model_paths, loaded)
+    models, errors = _load_models(layout, config, regions, loader, loaded, disable_failing)
+    for failed in errors:
+        camera_name, region_name = failed.split("/")
+        del regions[camera_name][region_name]
     capacity_changed = config.buffer.capacity != layout.config.buffer.capacity
     cameras: dict[str, Camera] = {}
     try:
@@ -124,9 +129,54 @@ def make_plan(layout: Layout, new_config: Config, loader: ModelLoader, factory: 
         for camera in cameras.values():
             camera.source.close()
         raise
-    plan = Plan(layout.generation, config, dict(wanted), cameras, regions, models, needs_restart=needs_restart)
+    plan = Plan(layout.generation, config, dict(wanted), cameras, regions, models, needs_restart=needs_restart,
+                loader=loader, errors=errors)
     plan.changes = describe_changes(layout, plan)
     return plan
+
+
+def _load_models(layout: Layout, config: Config, regions: dict[str, dict[str, RegionConfig]], loader: ModelLoader,
+                 loaded: Mapping[str, LoadedModel], disable_failing: bool) -> tuple[dict[str, LoadedModel],
+                                                                                    dict[str, str]]:
+    """Each model file the regions need and do not have yet, checked on recent crops of those
+    regions; with ``disable_failing``, the regions whose file failed instead of an error."""
+    users: dict[str, list[tuple[str, str, RegionConfig]]] = {}
+    for camera, wanted in regions.items():
+        for name, cfg in wanted.items():
+            assert cfg.model is not None
+            users.setdefault(model_key(cfg.model), []).append((camera, name, cfg))
+    models: dict[str, LoadedModel] = {}
+    errors: dict[str, str] = {}
+    for key, using in users.items():
+        camera, name, cfg = using[0]
+        assert cfg.model is not None
+        raw = config.camera_configs()[camera].regions[name]
+        where = _model_key_path(config, camera, name, raw)
+        try:
+            def crops(_path: str, using: list[tuple[str, str, RegionConfig]] = using) -> list[np.ndarray]:
+                return _live_crops(layout, using)
+
+            models.update(loader.load_missing({cfg.model: where}, loaded, crops))
+        except ModelError as err:
+            if not disable_failing:
+                raise
+            errors.update({f"{c}/{n}": str(err) for c, n, _ in using})
+    if errors and len(errors) == sum(len(w) for w in regions.values()):
+        raise ModelError(next(iter(errors.values())))  # nothing could run
+    return models, errors
+
+
+def _live_crops(layout: Layout, using: list[tuple[str, str, RegionConfig]]) -> list[np.ndarray]:
+    """The newest frame of each running camera among ``using``, cut to each region's box."""
+    crops = []
+    for camera, _name, cfg in using:
+        run = layout.cameras.get(camera)
+        latest = run.camera.ring.latest_copy() if run is not None else None
+        if latest is not None:
+            frame = latest[1]
+            x1, y1, x2, y2 = pixel_box(cfg.box, frame.shape[1], frame.shape[0])
+            crops.append(frame[y1:y2, x1:x2])
+    return crops[:8]
 
 
 def describe_changes(layout: Layout, plan: Plan) -> list[str]:
@@ -191,11 +241,25 @@ def apply_plan(layout: Layout, plan: Plan) -> Layout:
         runs[name] = CameraRun(camera, tuple(regions), hub, old.paused if old is not None else False)
     plan.retired = [run.camera for name, run in layout.cameras.items()
                     if name not in runs or runs[name].camera is not run.camera]
+    _start_probations(layout, plan, retunes, runs)
     for region, cfg in retunes:
         region.retune(cfg)
     for camera, camera_cfg in camera_cfgs:
         camera.cfg = camera_cfg
     for run in runs.values():
         run.hub.set_boxes({region.name: region.cfg.box for region in run.regions})
-    used = {model_key(region.model_path) for run in runs.values() for region in run.regions}
-    return layout.next(config=config, cameras=runs, models={k: m for k, m in models.items() if k in used})
+    return layout.with_models(models, config=config, cameras=runs, errors=plan.errors)
+
+
+def _start_probations(layout: Layout, plan: Plan, retunes: list[tuple[Region, RegionConfig]],
+                      runs: Mapping[str, CameraRun]) -> None:
+    """Every running region that gets a new model (another file, or its file reloaded) keeps
+    the one it had until the new one has proven itself on live frames."""
+    new_model = {id(region): cfg.model for region, cfg in retunes if cfg.model != region.cfg.model}
+    for run in runs.values():
+        for region in run.regions:
+            old_key = model_key(region.model_path)
+            if old_key not in layout.models:
+                continue  # a region new in this plan: nothing to go back to
+            if id(region) in new_model or old_key in plan.models:
+                region.faults.start_probation(region.model_path, layout.models[old_key])

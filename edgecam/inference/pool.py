@@ -13,9 +13,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional, Sequence
 
+import numpy as np
+
+from edgecam.config import ModelChecksConfig
 from edgecam.errors import ModelError
+from edgecam.inference.vet import ModelChecker, stand_in_frames
 from edgecam.model.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -45,25 +49,50 @@ class LoadedModel:
 
 
 class ModelLoader:
-    """Loads model files for the daemon: every session gets the same thread count and kernels."""
+    """Loads model files for the daemon: each new file is checked first (``vet``), in a
+    process of its own; every session gets the same thread count and limits."""
 
-    def __init__(self, threads: int, open_classifier: Callable[[str, int], Classifier] = Classifier) -> None:
+    def __init__(self, threads: int, checks: ModelChecksConfig, checker: Optional[ModelChecker] = None,
+                 open_classifier: Callable[..., Classifier] = Classifier) -> None:
         self.threads = threads
+        self.checks = checks
+        self._checker = checker if checker is not None else ModelChecker(checks, threads)
         self._open = open_classifier
 
-    def load(self, path: str, where: str) -> LoadedModel:
-        """Open and warm ``path``. ``where`` (a config key path such as
-        ``cameras.garage.regions.door.model``) prefixes any ModelError."""
+    def reconfigure(self, threads: int, checks: ModelChecksConfig) -> None:
+        """New settings from a live reload (on the changes worker, before loading)."""
+        self.threads, self.checks = threads, checks
+        self._checker = ModelChecker(checks, threads)
+
+    def load(self, path: str, where: str, crops: Optional[Sequence[np.ndarray]] = None) -> LoadedModel:
+        """Check, then open and warm ``path``. ``crops``: recent real crops of the regions that
+        will run it (without them, stand-in frames, and the verdict is remembered).
+        ``where`` (a config key path such as ``cameras.garage.regions.door.model``) prefixes
+        any ModelError."""
         stamp = file_stamp(path)
+        if not Path(path).is_file():  # the classifier's own message names the build command
+            return self._open_checked(path, where, stamp)
+        live = crops is not None and len(crops) > 0
+        frames = list(crops) if crops is not None and live else stand_in_frames()
+        verdict = self._checker.check(path, frames, remember=not live)
+        if not verdict.ok:
+            raise ModelError(f"{where}: {Path(path).name} refused: {verdict.reason}")
+        log.info("model %s checked on %s: slowest image %.0f ms, %.0f MB", Path(path).name,
+                 "live crops" if live else "stand-in frames", verdict.run_ms, verdict.grew_mb)
+        return self._open_checked(path, where, stamp)
+
+    def _open_checked(self, path: str, where: str, stamp: tuple[int, int]) -> LoadedModel:
         try:
-            classifier = self._open(path, self.threads)
+            classifier = self._open(path, threads=self.threads, max_input_size=self.checks.max_input_size)
         except ModelError as err:
             raise ModelError(f"{where}: {err}") from None
         return LoadedModel(classifier, stamp)
 
-    def load_missing(self, wanted: Mapping[str, str], loaded: Mapping[str, LoadedModel]) -> dict[str, LoadedModel]:
+    def load_missing(self, wanted: Mapping[str, str], loaded: Mapping[str, LoadedModel],
+                     crops: Callable[[str], list[np.ndarray]] = lambda path: []) -> dict[str, LoadedModel]:
         """Every model of ``wanted`` (path -> config key that names it) not in ``loaded`` or
-        changed on disk since: loaded now. Raises the first ModelError."""
+        changed on disk since: checked and loaded now (``crops(path)``: live crops for it).
+        Raises the first ModelError."""
         fresh: dict[str, LoadedModel] = {}
         for path, where in wanted.items():
             key = model_key(path)
@@ -72,5 +101,5 @@ class ModelLoader:
             current = loaded.get(key)
             if current is not None and not current.changed_on_disk():
                 continue
-            fresh[key] = self.load(path, where)
+            fresh[key] = self.load(path, where, crops(path))
         return fresh

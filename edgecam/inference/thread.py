@@ -33,19 +33,22 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgecam.buffer.ring import FrameView
-from edgecam.errors import EdgecamError
+from edgecam.errors import EdgecamError, ModelError
 from edgecam.heartbeat import Heartbeat
 from edgecam.inference.layout import CameraRun, Layout
 from edgecam.inference.pipeline import Pipeline
+from edgecam.inference.pool import model_key
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region
 from edgecam.result import Result
 
 log = logging.getLogger(__name__)
 
-#: Failed turns in a row before the thread gives up (the daemon then exits 1 and
-#: systemd restarts it); a single failure is logged, counted and skipped.
+#: Failed turns in a row (an error outside any one model) before the thread gives up (the
+#: daemon then exits 1 and systemd restarts it); a single failure is logged, counted and skipped.
 ERROR_LIMIT = 10
+#: A failing region's model is logged once, then at most this often (with a count).
+FAULT_LOG_EVERY_S = 60.0
 WAIT_S = 0.1  # longest idle wait for a frame: the heartbeat's cadence when nothing arrives
 # Crops per run of one model. Measured (edgecam/bench/cameras.py, ResNet-18 INT8 160): a batch
 # saves only onnxruntime's fixed cost per run (~1 ms of ~4 ms per image), batch 8 is no faster
@@ -79,8 +82,14 @@ class _Job:
 
 class InferenceThread:
     def __init__(self, pipeline: Pipeline, emit: Callable[[FrameResults], None],
-                 stop_event: threading.Event, device_id: str, wake: threading.Event, batch: bool = True) -> None:
+                 stop_event: threading.Event, device_id: str, wake: threading.Event, batch: bool = True,
+                 on_fault: Callable[[Region, str, str], None] = lambda region, event, detail: None) -> None:
+        """``on_fault(region, event, detail)`` hears, on this thread, when a region's model starts
+        failing ("failing"), recovers ("recovered"), is rolled back ("rollback") or passes its
+        probation ("trusted")."""
         self.pipeline = pipeline
+        self._on_fault = on_fault
+        self._fault_logged: dict[tuple[str, str], float] = {}
         self.batch = batch  # crops due together share one run per model (False: one run each; benchmarks)
         self._emit = emit
         self._stop = stop_event
@@ -185,7 +194,9 @@ class InferenceThread:
             if layout.is_paused(name):
                 self.progress[name] = now  # idle on purpose
                 continue
-            due = [region for region in run.regions if region.trigger.due(now)]
+            rollback_after = layout.config.model.checks.rollback_after
+            due = [region for region in run.regions
+                   if region.trigger.due(now) and region.faults.due(now, rollback_after)]
             if not due:
                 self.progress[name] = now
                 continue
@@ -230,10 +241,17 @@ class InferenceThread:
                 region.use_model(classifier)
             for group in groups:
                 start = time.monotonic()
-                probabilities = classifier.probabilities_batch([crop for _, _, crop in group])
+                try:
+                    probabilities = _checked(classifier, classifier.probabilities_batch([c for _, _, c in group]),
+                                             len(group))
+                except ModelError as err:
+                    for _, region, _ in group:
+                        self._region_failed(layout, region, str(err), start)
+                    continue
                 end = time.monotonic()
                 for (job, region, crop), probs in zip(group, probabilities):
                     self._region_result(layout, job, region, crop, classifier, probs, start, end)
+                    self._region_succeeded(region)
         for job in jobs:
             self.processed[job.camera_name] += 1
             self.progress[job.camera_name] = self.last_result_mono = time.monotonic()
@@ -259,3 +277,53 @@ class InferenceThread:
         if change is not None:
             region.changes += 1
             job.out.changes.append((region, change))
+
+    # -- faults stay in their region -----------------------------------------------------
+    def _region_failed(self, layout: Layout, region: Region, error: str, now: float) -> None:
+        faults = region.faults
+        was_failing = faults.failing is not None
+        faults.failed(error, now)
+        key = region.key
+        if not was_failing or now - self._fault_logged.get(key, float("-inf")) >= FAULT_LOG_EVERY_S:
+            log.warning("region %s/%s: its model failed on %d frame(s) in a row (%d in all): %s", region.camera,
+                        region.name, faults.in_a_row, faults.errors, error)
+            self._fault_logged[key] = now
+        if not was_failing:
+            self._on_fault(region, "failing", error)
+        if faults.on_probation and faults.in_a_row >= layout.config.model.checks.rollback_after:
+            self._roll_back(region, error)
+
+    def _region_succeeded(self, region: Region) -> None:
+        faults = region.faults
+        was_failing = faults.failing is not None
+        if faults.succeeded():  # the model it replaced is no longer kept for a rollback
+            self._on_fault(region, "trusted", region.model_path)
+        if was_failing:
+            log.info("region %s/%s: its model works again", region.camera, region.name)
+            self._on_fault(region, "recovered", region.model_path)
+
+    def _roll_back(self, region: Region, error: str) -> None:
+        """On this thread, between two batches: the region goes back to the model it had."""
+        failed_model = region.model_path
+        previous, loaded = region.faults.rolled_back()
+
+        def change(layout: Layout) -> tuple[Layout, None]:
+            region.retune(region.cfg.model_copy(update={"model": previous}))
+            models = {**layout.models, model_key(previous): loaded}  # the same file reloaded: its old session
+            return layout.with_models(models), None
+
+        self.pipeline.update_here(change, "rollback", camera=region.camera, region=region.name, model=previous,
+                                  failed=failed_model)
+        log.error("region %s/%s: model %s failed on %d frames in a row; rolled back to %s (%s)", region.camera,
+                  region.name, failed_model, region.faults.errors, previous, error)
+        self._on_fault(region, "rollback", f"{failed_model} failed ({error}); back on {previous}")
+
+
+def _checked(classifier: Any, probabilities: np.ndarray, count: int) -> np.ndarray:
+    """A model's outputs as the rest of the pipeline needs them, or a ModelError."""
+    expected = (count, classifier.info.num_classes)
+    if probabilities.shape != expected:
+        raise ModelError(f"{classifier.path.name}: outputs have shape {probabilities.shape}, expected {expected}")
+    if not np.isfinite(probabilities).all():
+        raise ModelError(f"{classifier.path.name}: outputs are not finite numbers (NaN or infinity)")
+    return probabilities

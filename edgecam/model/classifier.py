@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -86,7 +87,10 @@ class Classifier:
         path: str | os.PathLike,
         threads: int = 2,
         interpolation: str = DEFAULT_INTERPOLATION,
+        max_input_size: Optional[int] = None,
     ) -> None:
+        """``max_input_size``: refuse a model whose input is larger (px per side) before it
+        runs once: a declared 20000x20000 input would take gigabytes at the warm-up run."""
         self.path = Path(path)
         if not self.path.is_file():
             what = ("is a directory, not a model file" if self.path.is_dir()
@@ -95,8 +99,15 @@ class Classifier:
         if self.path.stat().st_size == 0:
             raise ModelError(f"{self.path.name}: model file is empty")
         self._session = _open_session(self.path, threads)
+        # A model that fails on every frame must not also write onnxruntime's own error lines
+        # to the journal for each one (10 a second): the ModelError carries the message.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         props = self._session.get_modelmeta().custom_metadata_map
         self.info: ModelInfo = info_from_props(props, self.path.name)
+        if max_input_size is not None and self.info.input_size > max_input_size:
+            raise ModelError(f"{self.path.name}: its input is {self.info.input_size}x{self.info.input_size} px, "
+                             f"more than model.checks.max_input_size ({max_input_size})")
         self._pre = Preprocessor(self.info, interpolation)
         self._input_name = self._check_input()
         self._output_name = self._session.get_outputs()[0].name
@@ -148,7 +159,7 @@ class Classifier:
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         try:
-            return self._session.run([self._output_name], {self._input_name: tensor})[0]
+            return self._session.run([self._output_name], {self._input_name: tensor}, self._run_options)[0]
         except Exception as err:
             raise ModelError(f"{self.path.name}: inference failed ({err})") from None
 

@@ -10,6 +10,7 @@ import numpy as np
 from edgecam.config import Config, RegionConfig
 from edgecam.histogram import LatencyWindow
 from edgecam.regions.debounce import Debouncer, RegionState
+from edgecam.regions.faults import Faults
 from edgecam.regions.trigger import Trigger
 
 
@@ -47,6 +48,7 @@ class Region:
         self.skipped = 0
         self.changes = 0
         self.latency = LatencyWindow(200)  # capture -> published, ms (added on the publisher thread)
+        self.faults = Faults()
         self._model_identity: Optional[int] = None  # the classifier object last used
 
     @property

@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 #: How long a caller waits for its change (a reload loads model files: seconds each on a Pi).
 CHANGE_TIMEOUT_S = 120.0
+#: How long an upload's reply waits for the new model to prove itself on live frames.
+PROBATION_WAIT_S = 15.0
 
 
 class Controller:
@@ -80,6 +82,10 @@ class Controller:
         except FutureTimeout:
             raise EdgecamError(f"the change is taking longer than {timeout_s:.0f} s; it goes on, and the "
                                "state topic and the log will show it") from None
+
+    def run_serially(self, work: Callable[[], T]) -> "Future[T]":
+        """Queue ``work`` on the changes worker (the daemon's start-up: building what runs)."""
+        return self._submit(work)
 
     def _submit(self, change: Callable[[], T]) -> "Future[T]":
         if not self._worker.running:
@@ -234,13 +240,48 @@ class Controller:
 
     # -- models -----------------------------------------------------------------------
     def upload_model(self, camera: str, region: str, data: bytes) -> dict[str, Any]:
+        """Check, deploy, then watch the new model on live frames for a while: the reply
+        says whether it proved itself or was rolled back (``outcome``)."""
         def deploy() -> dict[str, Any]:
             try:
                 return self._deployer.upload(camera, region, data)
             finally:  # deployed or refused: the state topic shows the model, or the error
                 self._on_changed(self._pipeline.layout)
 
-        return self._serial(deploy)
+        reply = self._serial(deploy)
+        return {**reply, **self._probation_outcome(camera, region, reply["model"])}
+
+    def _probation_outcome(self, camera: str, region: str, model: str) -> dict[str, Any]:
+        """Waits (on the caller's thread) until the new model is trusted or rolled back."""
+        deadline = time.monotonic() + PROBATION_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                target = self._pipeline.layout.region(camera, region)
+            except ConfigError:
+                return {"outcome": "region removed meanwhile"}
+            if target.model_path != model:
+                return {"outcome": "rolled back", "rolled_back": True, "error": target.faults.failing,
+                        "model_running": target.model_path}
+            if not target.faults.on_probation:
+                return {"outcome": "trusted", "rolled_back": False}
+            time.sleep(0.05)
+        left = self._pipeline.layout.region(camera, region).faults.probation
+        return {"outcome": f"running, on probation ({left} more results before it is trusted)",
+                "rolled_back": False}
+
+    def after_rollback(self, camera: str, region: str, model: str) -> None:
+        """The inference thread rolled a region back: keep that in the config file too (queued
+        on the changes worker; the inference thread does no I/O)."""
+        def persist() -> None:
+            try:
+                self._deployer.persist(camera, region, model)
+            finally:
+                self._on_changed(self._pipeline.layout)
+
+        try:
+            self._submit(persist)
+        except EdgecamError:
+            pass  # stopping
 
     def classify_image(self, bgr: np.ndarray) -> tuple[list[Label], float]:
         layout = self._pipeline.layout

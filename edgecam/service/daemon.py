@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from edgecam import __version__
 from edgecam.config import Config
 from edgecam.config.writer import ConfigFile
 from edgecam.dataset.collector import Collector
-from edgecam.errors import ConfigError
+from edgecam.errors import ConfigError, EdgecamError
 from edgecam.inference.deploy import Deployer
 from edgecam.inference.layout import Layout
 from edgecam.inference.pipeline import Pipeline
@@ -37,6 +39,7 @@ from edgecam.publish.policy import make_policy
 from edgecam.publish.publisher import PublisherThread
 from edgecam.publish.sink import Sink
 from edgecam.publish.stdout import StdoutSink
+from edgecam.regions.region import Region
 from edgecam.service.controller import Controller
 from edgecam.service.health import Health
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
@@ -67,12 +70,11 @@ class Daemon:
         self.notifier = SdNotifier()
         self.watchdog = WatchdogPinger(self.notifier)
         factory = CameraFactory(self.wake.set, _given_sources(config, source, sources))
-        self.pipeline = Pipeline(config, ModelLoader(config.model.threads), factory)
-        self.pipeline.apply(self.pipeline.plan(config))  # no owner yet: applied here, at once
-        self._warn_if_untrained(self.pipeline.layout)
+        self.pipeline = Pipeline(config, ModelLoader(config.model.threads, config.model.checks), factory)
+        self._start_config: Optional[Config] = config  # built by prepare()
         self.collector = Collector(config.collect, self.stop_event)
         self.inference = InferenceThread(self.pipeline, self._on_frame, self.stop_event, config.device_id,
-                                         self.wake, batch=batch)
+                                         self.wake, batch=batch, on_fault=self._on_fault)
         self.publisher = PublisherThread(lambda: make_policy(config.publish), config.publish.queue_size,
                                          self.stop_event, on_published=self._on_published)
         self.mqtt_sink: Optional[Any] = None
@@ -120,47 +122,88 @@ class Daemon:
     def _mqtt_counters(self) -> dict[str, Any]:
         return self.mqtt_sink.counters() if self.mqtt_sink is not None else {}
 
-    def _make_extras(self) -> list[Any]:
-        extras: list[Any] = []
+    def _make_web(self) -> list[Any]:
+        if not self.config.preview.http.enabled:
+            return []
+        from edgecam.web import HttpPreview
+
+        return [HttpPreview(self.config.preview.http, self.controller.hubs, self.controller)]
+
+    def _make_window(self) -> list[Any]:
         preview = self.config.preview
-        if preview.window:
-            from edgecam.preview.window import PreviewWindow
+        if not preview.window:
+            return []
+        from edgecam.preview.window import PreviewWindow
 
-            window_only = not self.config.mqtt.enabled and not preview.http.enabled
-            first = next(iter(self.pipeline.layout.cameras.values())).hub
-            extras.append(PreviewWindow(first, self.stop_event, window_only=window_only))
-        if preview.http.enabled:
-            from edgecam.web import HttpPreview
-
-            extras.append(HttpPreview(preview.http, self.controller.hubs, self.controller))
-        return extras
+        window_only = not self.config.mqtt.enabled and not preview.http.enabled
+        first = next(iter(self.pipeline.layout.cameras.values())).hub
+        return [PreviewWindow(first, self.stop_event, window_only=window_only)]
 
     # -------------------------------------------------------------- lifecycle
+    def prepare(self) -> None:
+        """Build what runs (cameras, regions) and check and load every model file; idempotent.
+        A region whose model fails is left out with its error (state topic, /health); an
+        error only when no region can run. ``run()`` does this on the changes worker, so the
+        main thread never runs a model and SIGTERM is heard while models load."""
+        if self._start_config is None:
+            return
+        plan = self.pipeline.plan(self._start_config, disable_failing=True)
+        self.pipeline.apply(plan)
+        self._start_config = None
+        for region, error in plan.errors.items():
+            log.error("region %s does not run: %s", region, error)
+        self._warn_if_untrained(self.pipeline.layout)
+
     def run(self) -> int:
-        """Start everything, wait for a stop, shut down. Returns the exit code."""
-        self._log_start()
+        """Start everything, wait for a stop, shut down. Returns the exit code; raises the
+        EdgecamError that kept it from starting (the command line: one line, exit 2)."""
         # The web app binds its port first: a port in use is one clear error (exit 2)
         # before any pipeline thread exists.
-        self._extras = self._make_extras()
+        web = self._make_web()
         try:
-            for extra in self._extras:
+            for extra in web:
                 extra.start()
         except BaseException:
-            for extra in self._extras:
+            for extra in web:
                 extra.stop()
             raise
+        self._extras = web
         self.publisher.start(self._sinks)
-        self.publisher.submit_state(self.status.state())
         self.controller.start()
         self.collector.start()
+        failed: Optional[BaseException] = None
+        try:
+            if self._wait_for(self.controller.run_serially(self.prepare)):
+                self._start_pipeline()
+                self._wait_loop()
+        except EdgecamError as err:
+            failed = err
+        finally:
+            self._shutdown()
+        if failed is not None:
+            raise failed
+        return 1 if self.inference.error is not None else 0
+
+    def _start_pipeline(self) -> None:
+        self._log_start()
+        window = self._make_window()
+        for extra in window:
+            extra.start()
+        self._extras += window
+        self.publisher.submit_state(self.status.state())
         self.inference.start()
         for run in self.pipeline.layout.cameras.values():
             run.camera.start()
-        try:
-            self._wait_loop()
-        finally:
-            self._shutdown()
-        return 1 if self.inference.error is not None else 0
+
+    def _wait_for(self, future: "Future[None]") -> bool:
+        """The main thread waits (hearing SIGTERM) while the models load; False when stopped."""
+        while not self.stop_event.is_set():
+            try:
+                future.result(timeout=0.2)
+                return True
+            except FutureTimeout:
+                continue
+        return False
 
     def _log_start(self) -> None:
         layout = self.pipeline.layout
@@ -250,6 +293,13 @@ class Daemon:
             self.notifier.ready()
             top = frame.results[0].top[0]
             log.info("ready: first frame classified (%s %.2f)", top.label, top.score)
+
+    def _on_fault(self, region: Region, event: str, detail: str) -> None:
+        """On the inference thread: a region's model started failing, recovered, was rolled back
+        or is trusted now. The state topic says so; a rollback is kept in the config file."""
+        self.publisher.submit_state(self.status.state())
+        if event == "rollback":
+            self.controller.after_rollback(region.camera, region.name, region.model_path)
 
     def _on_published(self, result: Any) -> None:
         """On the publisher thread: the result left for the sinks (latency figures)."""

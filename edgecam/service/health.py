@@ -8,7 +8,8 @@ A camera that is lost but retried with backoff is alive (a restart would not
 bring it back); one whose open or read hangs in native code is not (only a
 restart frees it). Paused means the inference loop is alive and idle.
 ``health`` (for /health and monitors) adds: every camera delivering frames,
-and a first result.
+every region's model working (a failing or disabled region is named), and a
+first result.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class Health:
             if not capture.connected:
                 what = f"source {capture.state}: {capture.last_error or 'no frames yet'}"
                 return False, what if layout.config.single_source else f"camera {name}: {what}"
+        for key, error in layout.errors.items():
+            return False, f"region {key} does not run: {error}"
+        for region in layout.regions():
+            if region.faults.failing is not None:
+                return False, (f"region {region.camera}/{region.name}: its model failed on "
+                               f"{region.faults.in_a_row} frame(s) in a row: {region.faults.failing}")
         if self._inference.last_result_mono is None and not layout.all_paused:
             return False, "no frame classified yet"
         return True, reason

@@ -111,14 +111,21 @@ class StatusReport:
             "settings": current_settings(config.publish, config.inference),
             "model_errors": self.model_errors(),
             "cameras": {name: {**_source_state(run), "paused": run.paused,
-                               "regions": {r.name: _region_state(layout, r) for r in run.regions}}
+                               "regions": {**{r.name: _region_state(layout, r) for r in run.regions},
+                                           **_disabled_regions(layout, name)}}
                         for name, run in layout.cameras.items()},
         }
 
 
 def _region_counters(region: Region) -> dict[str, Any]:
     return {"processed": region.processed, "skipped": region.skipped, "changes": region.changes,
-            "latency_ms": region.latency.percentiles()}
+            "errors": region.faults.errors, "latency_ms": region.latency.percentiles()}
+
+
+def _disabled_regions(layout: Layout, camera: str) -> dict[str, Any]:
+    """Regions left out at start-up because their model did not load: their error."""
+    return {key.split("/")[1]: {"state": "error", "error": error, "model": None}
+            for key, error in layout.errors.items() if key.split("/")[0] == camera}
 
 
 def _source_state(run: CameraRun) -> dict[str, Any]:
@@ -131,5 +138,9 @@ def _source_state(run: CameraRun) -> dict[str, Any]:
 def _region_state(layout: Layout, region: Region) -> dict[str, Any]:
     state = region.state
     model = layout.classifier(region.model_path).info
+    faults = region.faults
     return {"settings": region.settings(), "model": model.name, "labels": len(model.labels),
-            "state": state.label if state is not None else None}
+            "state": "error" if faults.failing is not None and faults.in_a_row >= 1 else
+            (state.label if state is not None else None),
+            "error": faults.failing, "errors": faults.errors, "rollbacks": faults.rollbacks,
+            "probation": faults.probation if faults.on_probation else 0}

@@ -144,6 +144,10 @@ class Handler(BaseHTTPRequestHandler):
     def send_json(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None:
         self.send_bytes(status, json.dumps(payload, default=str).encode("utf-8"), "application/json", headers)
 
+    def follow_progress(self, min_bytes_per_s: float) -> None:
+        """This request's body may take longer than request_timeout_s while it keeps arriving."""
+        self.reader.follow_progress(min_bytes_per_s)
+
     @property
     def answered_early(self) -> bool:
         """An error answer went out on a request that declared a body: the client may still be

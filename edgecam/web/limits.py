@@ -134,6 +134,13 @@ class DeadlineReader(io.RawIOBase):
         super().__init__()
         self._sock = sock
         self.deadline = deadline
+        self._seconds_per_byte = 0.0
+
+    def follow_progress(self, min_bytes_per_s: float) -> None:
+        """For large bodies (a 100 MB model over a slow link): every byte that arrives buys
+        1/``min_bytes_per_s`` s more, so an upload that keeps moving is never cut off, while
+        a client dripping a byte now and then still is, at the original deadline."""
+        self._seconds_per_byte = 1.0 / min_bytes_per_s
 
     def readable(self) -> bool:
         return True
@@ -143,4 +150,6 @@ class DeadlineReader(io.RawIOBase):
         if left <= 0:
             raise TimeoutError("request deadline passed")
         self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
+        received = self._sock.recv_into(buffer)
+        self.deadline += received * self._seconds_per_byte
+        return received

@@ -67,6 +67,8 @@ class Request(Protocol):
 
     def send_json(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None: ...
 
+    def follow_progress(self, min_bytes_per_s: float) -> None: ...
+
 
 @dataclass(frozen=True)
 class Route:

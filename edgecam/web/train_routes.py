@@ -20,6 +20,8 @@ from edgecam.web.request import Request
 from edgecam.web.upload import read_body
 
 JSON_LIMIT = 256 * 1024
+#: A model upload that keeps arriving at least this fast is never cut off by request_timeout_s.
+UPLOAD_MIN_BYTES_PER_S = 32 * 1024
 MAX_IDS = 1000
 
 
@@ -157,5 +159,6 @@ def api_model(req: Request) -> None:
     if media != "application/octet-stream":
         raise HttpError(415, "send the .onnx file as the body with Content-Type: application/octet-stream")
     camera, region = _param(req, "camera"), _param(req, "region")
+    req.follow_progress(UPLOAD_MIN_BYTES_PER_S)  # up to 100 MB: the time limit follows progress
     data = read_body(req.rfile, req.headers.get("Content-Length"), req.app.cfg.max_model_bytes)
     req.send_json(200, _call(req.app.control.upload_model, camera, region, data))
