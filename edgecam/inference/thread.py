@@ -83,11 +83,13 @@ class _Job:
 class InferenceThread:
     def __init__(self, pipeline: Pipeline, emit: Callable[[FrameResults], None],
                  stop_event: threading.Event, device_id: str, wake: threading.Event, batch: bool = True,
-                 on_fault: Callable[[Region, str, str], None] = lambda region, event, detail: None) -> None:
+                 on_fault: Callable[[Region, str, str], None] = lambda region, event, detail: None,
+                 show: Callable[[CameraRun, np.ndarray], None] = lambda run, image: None) -> None:
         """``on_fault(region, event, detail)`` hears, on this thread, when a region's model starts
         failing ("failing"), recovers ("recovered"), is rolled back ("rollback") or passes its
-        probation ("trusted")."""
+        probation ("trusted"); ``show(run, image)`` gets the frames no region needed (the preview)."""
         self.pipeline = pipeline
+        self._show = show
         self._on_fault = on_fault
         self._fault_logged: dict[tuple[str, str], float] = {}
         self.batch = batch  # crops due together share one run per model (False: one run each; benchmarks)
@@ -100,7 +102,7 @@ class InferenceThread:
         self._last_seq: dict[str, tuple[int, int]] = {}  # camera -> (id of its ring, last seq taken)
         self._last_turn = 0.0
         self.processed: dict[str, int] = defaultdict(int)  # frames classified, per camera
-        self.skipped: dict[str, int] = defaultdict(int)  # frames taken but no region wanted them
+        self.skipped: dict[str, int] = defaultdict(int)  # frames no region needed (triggers, pause)
         self.progress: dict[str, float] = {}  # camera -> monotonic time its frames last got through
         self.last_result_mono: Optional[float] = None
         self.errors = 0
@@ -188,29 +190,27 @@ class InferenceThread:
         return list(self._order)
 
     def _collect(self, layout: Layout, now: float) -> list[_Job]:
+        """This turn's jobs: the newest frame of each camera with a region that wants it. Every
+        new frame is taken, wanted or not, so the preview shows each camera at its own rate
+        and the ring's ``dropped`` counts only frames lost under load; a frame no region
+        needed (paused, an interval not due, no motion) is counted in ``skipped``."""
         jobs = []
+        rollback_after = layout.config.model.checks.rollback_after
         for name in self._visit_order(layout):
             run = layout.cameras[name]
-            if layout.is_paused(name):
-                self.progress[name] = now  # idle on purpose
-                continue
-            rollback_after = layout.config.model.checks.rollback_after
-            due = [region for region in run.regions
-                   if region.trigger.due(now) and region.faults.due(now, rollback_after)]
-            if not due:
-                self.progress[name] = now
-                continue
             ring = run.camera.ring
             ring_id, last = self._last_seq.get(name, (id(ring), -1))
             view = ring.get_latest(after_seq=last if ring_id == id(ring) else -1, timeout=0)
+            self.progress[name] = now
             if view is None:
-                self.progress[name] = now  # nothing new to do for this camera
-                continue
+                continue  # nothing new to do for this camera
             self._last_seq[name] = (id(ring), view.seq)
-            crops = self._wanted_crops(due, view.image, now)
+            due = [] if layout.is_paused(name) else [
+                region for region in run.regions if region.trigger.due(now) and region.faults.due(now, rollback_after)]
+            crops = self._wanted_crops(due, view.image, now) if due else []
             if not crops:
                 self.skipped[name] += 1
-                self.progress[name] = now
+                self._show(run, view.image)
                 ring.release(view)
                 continue
             jobs.append(_Job(run, view, crops, FrameResults(run, view.image)))

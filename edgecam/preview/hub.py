@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 INFERENCE_HISTOGRAM = "edgecam_inference_latency_seconds"
 TOTAL_HISTOGRAM = "edgecam_end_to_end_latency_seconds"
 _FPS_WINDOW = 30  # results the FPS estimate averages over
+#: A camera running at exactly max_fps jitters around the interval: copy frames 10% early rather
+#: than skip every other one.
+_CAP_SLACK = 0.9
 
 
 FULL_FRAME_BOXES: dict[str, tuple[float, float, float, float]] = {"full": (0.0, 0.0, 1.0, 1.0)}
@@ -51,6 +54,7 @@ class PreviewHub:
         self._inference_hist = Histogram()
         self._total_hist = Histogram()
         self._offer_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)
+        self._frame_times: collections.deque[float] = collections.deque(maxlen=_FPS_WINDOW)  # every frame
         self._latest_result: Optional[Result] = None
         self._results = 0
         # The capped, copied frame and what belongs to it.
@@ -77,6 +81,7 @@ class PreviewHub:
         ``frame_bgr`` if the capped rate allows."""
         now = self._clock()
         with self._cond:
+            self._frame_times.append(now)
             for result in results:
                 self._inference_hist.observe(result.inference_ms / 1000.0)
                 self._total_hist.observe(result.total_ms / 1000.0)
@@ -85,13 +90,38 @@ class PreviewHub:
             self._states.update(states or {})
             self._offer_times.append(now)
             self._results += 1
-            if now - self._last_copy >= self._min_interval:
+            if now - self._last_copy >= self._min_interval * _CAP_SLACK:
                 self._last_copy = now
                 self._frame = frame_bgr.copy()
                 self._frame_results = dict(self._region_results)
-                self._frame_fps = self._fps_locked()
+                self._frame_fps = self._camera_fps_locked()
                 self._version += 1
             self._cond.notify_all()  # frame waiters and wait_for_next_result
+
+    def show(self, frame_bgr: np.ndarray) -> None:
+        """A frame no region needed (an interval region between its turns, no motion, paused):
+        the preview still shows it, with the regions' latest results, at the camera's rate."""
+        now = self._clock()
+        with self._cond:
+            self._frame_times.append(now)
+            if now - self._last_copy >= self._min_interval * _CAP_SLACK:
+                self._last_copy = now
+                self._frame = frame_bgr.copy()
+                self._frame_results = dict(self._region_results)
+                self._frame_fps = self._camera_fps_locked()
+                self._version += 1
+                self._cond.notify_all()
+
+    def camera_fps(self) -> Optional[float]:
+        """Frames per second the camera delivers (classified or not), None before two."""
+        with self._cond:
+            return self._camera_fps_locked()
+
+    def _camera_fps_locked(self) -> Optional[float]:
+        times = self._frame_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
 
     # -- consumer side -----------------------------------------------------------------------
 

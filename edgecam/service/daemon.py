@@ -74,7 +74,8 @@ class Daemon:
         self._start_config: Optional[Config] = config  # built by prepare()
         self.collector = Collector(config.collect, self.stop_event)
         self.inference = InferenceThread(self.pipeline, self._on_frame, self.stop_event, config.device_id,
-                                         self.wake, batch=batch, on_fault=self._on_fault)
+                                         self.wake, batch=batch, on_fault=self._on_fault,
+                                         show=lambda run, image: run.hub.show(image))
         self.publisher = PublisherThread(lambda: make_policy(config.publish), config.publish.queue_size,
                                          self.stop_event, on_published=self._on_published)
         self.mqtt_sink: Optional[Any] = None

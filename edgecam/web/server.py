@@ -185,7 +185,8 @@ def _camera_payload(hub: PreviewHub) -> dict[str, Any]:
     results = hub.region_results()
     states = hub.states()
     return {
-        "fps": hub.fps(),
+        "fps": hub.fps(),  # results per second
+        "camera_fps": hub.camera_fps(),  # frames per second the camera delivers
         "regions": {name: {"box": list(box), "state": states.get(name),
                            "result": results[name].to_payload() if name in results else None}
                     for name, box in hub.boxes.items()},
