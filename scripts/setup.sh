@@ -104,6 +104,6 @@ if [ "$mode" = dev ]; then
 fi
 ensure_venv
 echo "setup: pip install --require-hashes -r $LOCK"
-"$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$LOCK"
+"$VENV/bin/pip" install -q --disable-pip-version-check --progress-bar off --require-hashes -r "$LOCK"
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
 echo "setup: done ($mode): $("$VENV/bin/edgecam" --version)"
