@@ -16,7 +16,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -179,8 +178,9 @@ def test_torch_is_pinned_per_machine_and_only_where_it_belongs() -> None:
 
 
 def test_lock_script_pins_the_uv_it_installs() -> None:
-    version = re.search(r"^UV_VERSION=(\S+)$", (REPO / "scripts" / "lock.sh").read_text(), re.M).group(1)
-    assert [e.version for e in read_lock(REPO / "locks" / "uv.txt").entries] == [version]
+    match = re.search(r"^UV_VERSION=(\S+)$", (REPO / "scripts" / "lock.sh").read_text(), re.MULTILINE)
+    assert match is not None
+    assert [e.version for e in read_lock(REPO / "locks" / "uv.txt").entries] == [match.group(1)]
 
 
 def test_pyproject_dependencies_are_the_runtime_requirements() -> None:
