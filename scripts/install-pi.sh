@@ -95,7 +95,7 @@ model_name() {
 
 # The installed config is the given one with an absolute model path and the Pi camera as source.
 config_edits() {
-  printf '%s\n' -e "s#^  path: .*\.onnx\$#  path: $MODEL_DIR/$(model_name)#" -e 's#^  uri: demo$#  uri: picamera2#'
+  printf '%s\n' -e "s#^  \(\# \)\{0,1\}path: .*\.onnx\$#  path: $MODEL_DIR/$(model_name)#" -e 's#^  uri: demo$#  uri: picamera2#'
 }
 
 render_config() {
@@ -206,13 +206,13 @@ install_model() {
 }
 
 # torch is only needed to build the model: it goes into a throwaway venv that is
-# deleted afterwards, so the service venv stays torch-free (requirements-dev.txt
-# pins torch 2.9.1 / torchvision 0.24.1 for aarch64).
+# deleted afterwards, so the service venv stays torch-free (locks/build.txt
+# pins torch 2.9.1 / torchvision 0.24.1 for aarch64, with hashes).
 build_model() {
   local build="$ROOT$CACHE_DIR/build"
   ensure_dir "$CACHE_DIR" 0750 root root
   run python3 -m venv "$build/venv"
-  run "$build/venv/bin/pip" install --disable-pip-version-check -r "$SRC_DIR/requirements-dev.txt"
+  run "$build/venv/bin/pip" install --disable-pip-version-check --require-hashes -r "$SRC_DIR/locks/build.txt"
   run "$build/venv/bin/pip" install --disable-pip-version-check --no-deps "$SRC_DIR"
   run env TORCH_HOME="$build/torch" "$build/venv/bin/edgecam" model build --out "$build/out"
   run install -m 0640 -o root -g "$SERVICE_USER" "$build/out/$DEFAULT_MODEL" "$ROOT$MODEL_DIR/$DEFAULT_MODEL"

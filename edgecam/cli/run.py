@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 from typing import Any, Optional
 
-from edgecam.config import Config, apply_overrides, load_config
+from edgecam.config import Config, apply_overrides, load_config, resolve_default_model
 from edgecam.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,15 @@ def load_run_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_run_config(args)
+    config, model_note = resolve_default_model(load_run_config(args))
     setup_logging(config.log_level)
+    if model_note:
+        log.info("%s", model_note)
     from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
 
     daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration,
-                    read_config=lambda: load_run_config(args), config_path=resolve_config_path(args.config))
+                    read_config=lambda: resolve_default_model(load_run_config(args))[0],
+                    config_path=resolve_config_path(args.config))
     _install_signal_handlers(daemon)
     return daemon.run()
 
@@ -104,7 +107,7 @@ def _install_signal_handlers(daemon: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    config, _ = resolve_default_model(load_config(args.file))
     print(f"{args.file}: OK (device {config.device_id}, source {config.source.uri}, "
           f"model {config.model.path}, mqtt {'on' if config.mqtt.enabled else 'off'})")
     return 0

