@@ -56,7 +56,11 @@ def test_sd_notify_sequence_from_edgecam_run(notify_socket, resnet_int8: Path, t
     daemon = DaemonProcess(["--config", str(config), "--no-mqtt", "--source", str(clip), "--model",
                             str(resnet_int8)], tmp_path)
     try:
-        messages = receive_all(sock, time.monotonic() + 3.5)
+        messages: list[tuple[float, str]] = []
+        deadline = time.monotonic() + 60  # start-up checks the model first: on a busy machine, seconds
+        while not any(text.startswith("READY=1") for _, text in messages) and time.monotonic() < deadline:
+            messages += receive_all(sock, time.monotonic() + 0.5)
+        messages += receive_all(sock, time.monotonic() + 3.0)
         code, _ = daemon.terminate()
         messages += receive_all(sock, time.monotonic() + 0.5)
     finally:
