@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import typing
+import shutil
 from pathlib import Path
 
 import pytest
@@ -106,9 +107,12 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "config file not found" in proc.stderr
 
 
-def test_check_config_ok() -> None:
-    proc = run_edgecam("check-config", "config.yaml")
-    assert proc.returncode == 0 and "OK" in proc.stdout
+def test_check_config_ok(tmp_path: Path, resnet_int8: Path) -> None:
+    (tmp_path / "models").mkdir()
+    shutil.copy(resnet_int8, tmp_path / "models" / "resnet18_160_int8.onnx")  # what the shipped config names
+    proc = run_edgecam("check-config", str(REPO / "config.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0 and ": OK: device" in proc.stdout, proc.stdout + proc.stderr
+    assert "camera default: demo clip" in proc.stdout and "region full: box [0.0, 0.0, 1.0, 1.0]" in proc.stdout
 
 
 def test_command_line_overrides_are_validated_too() -> None:

@@ -71,4 +71,4 @@ def test_run_works_with_the_defaults_after_an_offline_auto_build(tmp_path: Path,
     (tmp_path / "config.yaml").write_text("log_level: INFO\n")
     proc = subprocess.run([sys.executable, "-m", "edgecam", "check-config", "config.yaml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and f"model {OFFLINE_MODEL_PATH}," in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"model {OFFLINE_MODEL_PATH} (" in proc.stdout, proc.stdout + proc.stderr

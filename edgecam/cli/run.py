@@ -6,10 +6,12 @@ import argparse
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from edgecam.config import Config, apply_overrides, load_config, resolve_default_model
+from edgecam.errors import ModelError
 from edgecam.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                     read_config=lambda: resolve_default_model(load_run_config(args))[0],
                     config_path=resolve_config_path(args.config))
     _install_signal_handlers(daemon)
-    return daemon.run()
+    try:
+        return daemon.run()
+    except ModelError as err:  # no region could run: name the file, as every config error does
+        raise ModelError(f"{resolve_config_path(args.config) or '<defaults>'}: {err}") from None
 
 
 def _install_signal_handlers(daemon: Any) -> None:
@@ -107,7 +112,39 @@ def _install_signal_handlers(daemon: Any) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config, _ = resolve_default_model(load_config(args.file))
-    print(f"{args.file}: OK (device {config.device_id}, source {config.source.uri}, "
-          f"model {config.model.path}, mqtt {'on' if config.mqtt.enabled else 'off'})")
-    return 0
+    """Every check `run` makes short of opening the cameras; one line per problem, exit 2 if any."""
+    setup_logging("CRITICAL")  # the problems are printed below, once each
+    config, model_note = resolve_default_model(load_config(args.file))
+    from edgecam.service.daemon import Daemon
+
+    daemon = Daemon(config, stdout_results=False)
+    try:
+        problems = daemon.preflight()
+    except ModelError as err:
+        raise ModelError(f"{args.file}: {err}") from None
+    for problem in problems:
+        print(f"edgecam: error: {args.file}: {problem}", file=sys.stderr)
+    print(summary(args.file, daemon, model_note, ok=not problems))
+    return 2 if problems else 0
+
+
+def summary(file: str, daemon: Any, model_note: str, ok: bool = True) -> str:
+    """What the file sets up: device, broker, web app, every camera and its regions."""
+    config = daemon.config
+    mqtt = f"mqtt {config.mqtt.host}:{config.mqtt.port}" if config.mqtt.enabled else "mqtt off"
+    web = f"web app on {config.preview.http.bind}:{config.preview.http.port}" if config.preview.http.enabled \
+        else "web app off"
+    lines = [f"{file}: {'OK' if ok else 'NOT OK (see above)'}: device {config.device_id}, {mqtt}, {web}"]
+    if model_note:
+        lines.append(f"  {model_note}")
+    layout = daemon.pipeline.layout
+    for name, run in layout.cameras.items():
+        lines.append(f"  camera {name}: {run.camera.source.describe()}")
+        for region in run.regions:
+            model = layout.classifier(region.model_path).info
+            lines.append(f"    region {region.name}: box {list(region.cfg.box)}, {region.cfg.trigger}, "
+                         f"model {region.model_path} ({model.name}, {len(model.labels)} labels"
+                         f"{'' if model.trained else ', UNTRAINED: its labels mean nothing'})")
+    for key, error in layout.errors.items():
+        lines.append(f"    region {key.split('/')[1]} of camera {key.split('/')[0]}: NOT RUNNING: {error}")
+    return "\n".join(lines)

@@ -65,6 +65,15 @@ class RegionConfig(Section):
 class CameraConfig(SourceConfig):
     regions: dict[str, RegionConfig] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_is_given(cls, data: object) -> object:
+        """A camera without ``uri:`` would silently run the demo clip: say which camera it is."""
+        if isinstance(data, dict) and "uri" not in data:
+            raise ValueError("every camera needs a uri: a device index (0), a video file, an rtsp/http URL, "
+                             "picamera2, or demo for the built-in demo clip")
+        return data
+
     @field_validator("regions")
     @classmethod
     def _region_names(cls, regions: dict[str, RegionConfig]) -> dict[str, RegionConfig]:

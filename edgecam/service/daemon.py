@@ -155,6 +155,15 @@ class Daemon:
             log.error("region %s does not run: %s", region, error)
         self._warn_if_untrained(self.pipeline.layout)
 
+    def preflight(self) -> list[str]:
+        """Every check ``run`` makes before it opens a camera (`edgecam check-config`): sources
+        built, every model file checked and loaded, the web app's credentials read. Returns the
+        problems ``run`` would report but start anyway with (a region left out); raises what
+        would keep it from starting."""
+        self.prepare()
+        self._make_web()
+        return [f"region {key} does not run: {error}" for key, error in self.pipeline.layout.errors.items()]
+
     def run(self) -> int:
         """Start everything, wait for a stop, shut down. Returns the exit code; raises the
         EdgecamError that kept it from starting (the command line: one line, exit 2)."""
