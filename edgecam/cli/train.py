@@ -128,8 +128,13 @@ def run_train(args: argparse.Namespace) -> int:
         except EdgecamError as err:
             sink.emit("error", message=str(err))
             raise
-        except Exception as err:  # a bug: the traceback follows on stderr
-            sink.emit("error", message=f"{type(err).__name__}: {err}")
+        except Exception as err:
+            if isinstance(err, MemoryError) or "bad_alloc" in str(err):
+                message = ("out of memory: raise the memory limit (RLIMIT_AS needs about 1 GB of address "
+                           "space at --threads 2; a cgroup, about 400 MB) or use fewer --threads")
+                sink.emit("error", message=message)
+                raise EdgecamError(message) from None
+            sink.emit("error", message=f"{type(err).__name__}: {err}")  # a bug: the traceback follows
             raise
     print(result.report, file=sys.stderr if args.progress_json == "-" else sys.stdout)
     return 0

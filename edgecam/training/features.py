@@ -23,7 +23,7 @@ from edgecam.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-BATCH = 32  # views per engine run
+BATCH = 32  # views per engine run (a GPU wants many; see onnx_trainer.BATCH for the CPU)
 Engine = Callable[[np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
 
 
@@ -43,17 +43,18 @@ class Cache:
 
 
 class _Batcher:
-    """Collects preprocessed views; runs the engine on BATCH of them at a time."""
+    """Collects preprocessed views; runs the engine on ``size`` of them at a time."""
 
-    def __init__(self, engine: Engine, sink: Callable[[list[tuple[int, int]], np.ndarray, np.ndarray | None], None]) -> None:
-        self.engine, self.sink = engine, sink
+    def __init__(self, engine: Engine, sink: Callable[[list[tuple[int, int]], np.ndarray, np.ndarray | None], None],
+                 size: int) -> None:
+        self.engine, self.sink, self.size = engine, sink, size
         self.tensors: list[np.ndarray] = []
         self.keys: list[tuple[int, int]] = []
 
     def add(self, key: tuple[int, int], tensor: np.ndarray) -> None:
         self.keys.append(key)
         self.tensors.append(tensor)
-        if len(self.tensors) >= BATCH:
+        if len(self.tensors) >= self.size:
             self.flush()
 
     def flush(self) -> None:
@@ -91,7 +92,7 @@ def _trunk_views(shape: tuple[int, ...], images: int, views: int, cache_mb: int)
 
 
 def extract(engine: Engine, dataset: Dataset, pre: Preprocessor, views: int, flip: bool,
-            seed: int, cache_mb: int) -> Cache:
+            seed: int, cache_mb: int, batch: int = BATCH) -> Cache:
     """Run every training view and validation image through ``engine``; cache_mb 0 = no trunk."""
     rng = np.random.default_rng(seed + 1)
     n_train, n_val = len(dataset.train), len(dataset.val)
@@ -120,7 +121,7 @@ def extract(engine: Engine, dataset: Dataset, pre: Preprocessor, views: int, fli
                 cache.trunk_val[i] = trunk[row]
 
     with Progress(n_train + n_val, "features") as bar:
-        batcher = _Batcher(engine, train_sink)
+        batcher = _Batcher(engine, train_sink, batch)
         for i, sample in enumerate(dataset.train):
             image = reduced(dataset.read(sample), pre.size)
             batcher.add((i, 0), pre(image))  # the image itself, then random views, one at a time
@@ -128,7 +129,7 @@ def extract(engine: Engine, dataset: Dataset, pre: Preprocessor, views: int, fli
                 batcher.add((i, v), pre(random_view(image, rng, flip)))
             bar.update(1)
         batcher.flush()
-        batcher = _Batcher(engine, val_sink)
+        batcher = _Batcher(engine, val_sink, batch)
         for i, sample in enumerate(dataset.val):
             batcher.add((i, 0), pre(dataset.read(sample)))
             bar.update(1)

@@ -105,6 +105,10 @@ def validate(opts: TrainOptions) -> None:
     if opts.trainer == "onnx" and (opts.finetune or opts.device == "cuda"):
         raise ModelBuildError("--trainer onnx trains the head only, on the CPU: "
                               "--finetune and --device cuda need --trainer torch (or auto)")
+    if which_trainer(opts) == "torch" and not torch_installed():
+        raise ModelBuildError("--finetune, --device cuda and --trainer torch need torch, which is not "
+                              "installed here (pip install -r requirements-dev.txt); head-only training "
+                              "on the CPU does not")
     if opts.backbone is not None and which_trainer(opts) == "torch":
         raise ModelBuildError("--backbone is for head-only training without torch: "
                               "drop it with --finetune, --device cuda or --trainer torch")
