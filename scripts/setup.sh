@@ -3,6 +3,7 @@
 #
 #   scripts/setup.sh            runtime + model-building packages (torch, for `edgecam model build`)
 #   scripts/setup.sh --runtime  runtime packages only (what the daemon imports; no torch)
+#   scripts/setup.sh --train    runtime + onnx: `edgecam train` (head only) without torch, e.g. on a Pi
 #   scripts/setup.sh --dev      everything, plus the system tools the tests use
 #                               (mosquitto, shellcheck, chromium, systemd-analyze)
 set -euo pipefail
@@ -11,9 +12,10 @@ cd "$(dirname "$0")/.."
 mode=build
 case "${1:-}" in
   --runtime) mode=runtime ;;
+  --train) mode=train ;;
   --dev) mode=dev ;;
   "") ;;
-  *) echo "usage: $0 [--runtime|--dev]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--runtime|--train|--dev]" >&2; exit 2 ;;
 esac
 
 PYTHON=${PYTHON:-python3}
@@ -47,6 +49,7 @@ fi
 
 case "$mode" in
   runtime) requirements="requirements.txt" ;;
+  train) requirements="requirements-train.txt" ;;
   *) requirements="requirements-dev.txt" ;;  # quoted: bare a-b reads as arithmetic (SC2100)
 esac
 echo "setup: pip install -r $requirements (torch comes from the local disk where available)"

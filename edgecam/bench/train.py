@@ -4,6 +4,7 @@
     .venv/bin/python -m edgecam.bench.train --runs 5 --finetune  # also the fine-tuned (torch) row
     .venv/bin/python -m edgecam.bench.train --notorch-python .cache/notorch-venv-*/bin/python
     .venv/bin/python -m edgecam.bench.train --device cuda        # the torch rows on a GPU
+    .venv/bin/python -m edgecam.bench.train --baseline-src /tmp/base  # + an older tree's torch path
 
 The dataset is the tests' scene (edgecam/bench/train_data.py): crops of a region of a
 real photo with or without a cat in it, under changing light, noise and camera shake,
@@ -108,6 +109,7 @@ class Variant:
     label: str
     python: str
     args: tuple[str, ...]
+    source: str | None = None  # another edgecam source tree to run (PYTHONPATH), e.g. before a change
 
 
 def variants(args: argparse.Namespace, backbone: Path) -> list[Variant]:
@@ -119,6 +121,9 @@ def variants(args: argparse.Namespace, backbone: Path) -> list[Variant]:
                              ("--backbone", str(backbone))))
     if args.finetune:
         found.append(Variant("torch, --finetune", sys.executable, (*torch_args, "--finetune")))
+    if args.baseline_src:
+        found.append(Variant(f"torch, {args.baseline_label}", sys.executable,
+                             ("--device", args.device), source=str(Path(args.baseline_src).resolve())))
     return found
 
 
@@ -126,9 +131,11 @@ def run_once(variant: Variant, data: Path, args: argparse.Namespace, index: int)
     from edgecam.model.classifier import Classifier
 
     out = CACHE / f"out-{index}"
+    force = () if variant.source else ("--force",)  # older trees overwrite without asking
     cmd = [variant.python, "-m", "edgecam", "train", str(data), "--out", str(out), "--name", "bench",
-           "--force", "--threads", str(args.threads), "--seed", str(args.seed), *variant.args]
-    run = measured(cmd, cpus=args.cpus, cwd=ROOT)
+           *force, "--threads", str(args.threads), "--seed", str(args.seed), *variant.args]
+    env = {**os.environ, "PYTHONPATH": variant.source} if variant.source else None
+    run = measured(cmd, cpus=args.cpus, cwd=variant.source or ROOT, env=env)
     if run.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
     info = Classifier(out / "bench_int8.onnx", threads=1).info
@@ -150,6 +157,9 @@ def main() -> None:
     parser.add_argument("--finetune", action="store_true", help="add a torch --finetune row")
     parser.add_argument("--notorch-python", help="also run the torch-free path with this interpreter "
                         "(a venv with only requirements-train.txt, e.g. the tests' .cache/notorch-venv-*)")
+    parser.add_argument("--baseline-src", help="also run the torch path of another edgecam source tree "
+                        "(e.g. `git archive <commit> | tar -x -C DIR`): the numbers before a change")
+    parser.add_argument("--baseline-label", default="before this change", help="that row's name")
     args = parser.parse_args()
     data, backbone = dataset(args.per_class), backbone_file()
     chosen = variants(args, backbone)

@@ -76,6 +76,7 @@ class Dataset:
     fingerprint: str  # "sha256:<16 hex>" over labels, names and bytes of every used file
     skipped: list[str] = field(default_factory=list)  # files left out (relative paths)
     limits: ReadLimits = field(default_factory=ReadLimits)
+    why: dict[str, str] = field(default_factory=dict)  # relative path -> why it was left out
 
     def read(self, sample: Sample) -> np.ndarray:
         """The sample's image, read under the same limits as while scanning."""
@@ -133,6 +134,7 @@ class _Scanner:
         self.limits = limits
         self.hash = hashlib.sha256()
         self.skipped: list[str] = []
+        self.why: dict[str, str] = {}
 
     def samples(self, folder: Path, label_index: int, label: str) -> list[Sample]:
         found = []
@@ -142,6 +144,7 @@ class _Scanner:
             if image is None:
                 log.warning("dataset: leaving out %s: %s", rel, why)
                 self.skipped.append(rel)
+                self.why[rel] = why
                 continue
             del image  # only its bytes are kept (hashed): one decoded image in memory at a time
             self.hash.update(f"{label}\0{rel}\0{len(data)}\0".encode())
@@ -194,7 +197,8 @@ def _split(root: Path, val_fraction: float, seed: int, limits: ReadLimits) -> Da
         val += [samples[i] for i in order[:n_val]]
         train += [samples[i] for i in order[n_val:]]
     split = f"stratified {val_fraction:.0%} of each class held out for validation (seed {seed})"
-    return Dataset(root, tuple(labels), train, val, split, scanner.fingerprint(), scanner.skipped, limits)
+    return Dataset(root, tuple(labels), train, val, split, scanner.fingerprint(), scanner.skipped, limits,
+                   scanner.why)
 
 
 def _from_folders(root: Path, limits: ReadLimits) -> Dataset:
@@ -212,7 +216,7 @@ def _from_folders(root: Path, limits: ReadLimits) -> Dataset:
         if (root / "val" / label).is_dir():
             val += scanner.samples(root / "val" / label, index, label)
     dataset = Dataset(root, tuple(labels), train, val, "the train/ and val/ folders",
-                      scanner.fingerprint(), scanner.skipped, limits)
+                      scanner.fingerprint(), scanner.skipped, limits, scanner.why)
     for label, count in dataset.counts(train).items():
         if count == 0:
             raise ModelBuildError(f"dataset {root}: class {label!r} has no usable images in train/")

@@ -1,7 +1,6 @@
 """The torch-free trainer: head-only training on the CPU, the default.
 
-Needs the runtime requirements plus ``onnx`` (and sympy, for the quantizer's shape
-inference): requirements-train.txt.
+Needs the runtime requirements plus ``onnx``: requirements-train.txt.
     backbone  an edgecam model file, cut at the pooled features (``backbone.py``)
     features  that graph on onnxruntime over every view (``features.py``)
     head      softmax regression in numpy (``head.py``), the torch trainer's recipe

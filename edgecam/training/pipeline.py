@@ -84,8 +84,9 @@ def train_model(opts: TrainOptions) -> TrainResult:
              dataset.root, len(dataset.labels), ", ".join(dataset.labels), len(dataset.train),
              len(dataset.val), dataset.split)
     warnings = data_warnings(dataset.totals())  # printed once, in the report
+    left_out = [{"file": file, "why": why} for file, why in dataset.why.items()]
     events().emit("dataset", name=name, labels=list(dataset.labels), counts=dataset.totals(),
-                  train=len(dataset.train), val=len(dataset.val), left_out=dataset.skipped,
+                  train=len(dataset.train), val=len(dataset.val), left_out=left_out,
                   warnings=warnings, **origin.summary())
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as tmp:
