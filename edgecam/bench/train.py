@@ -5,6 +5,7 @@
     .venv/bin/python -m edgecam.bench.train --notorch-python .cache/notorch-venv-*/bin/python
     .venv/bin/python -m edgecam.bench.train --device cuda        # the torch rows on a GPU
     .venv/bin/python -m edgecam.bench.train --baseline-src /tmp/base  # + an older tree's torch path
+    .venv/bin/python -m edgecam.bench.train --per-class 15 --seeds 10  # accuracy over 10 splits
 
 The dataset is the tests' scene (edgecam/bench/train_data.py): crops of a region of a
 real photo with or without a cat in it, under changing light, noise and camera shake,
@@ -127,13 +128,13 @@ def variants(args: argparse.Namespace, backbone: Path) -> list[Variant]:
     return found
 
 
-def run_once(variant: Variant, data: Path, args: argparse.Namespace, index: int) -> dict:
+def run_once(variant: Variant, data: Path, args: argparse.Namespace, index: int, seed: int | None = None) -> dict:
     from edgecam.model.classifier import Classifier
 
     out = CACHE / f"out-{index}"
     force = () if variant.source else ("--force",)  # older trees overwrite without asking
     cmd = [variant.python, "-m", "edgecam", "train", str(data), "--out", str(out), "--name", "bench",
-           *force, "--threads", str(args.threads), "--seed", str(args.seed), *variant.args]
+           *force, "--threads", str(args.threads), "--seed", str(args.seed if seed is None else seed), *variant.args]
     env = {**os.environ, "PYTHONPATH": variant.source} if variant.source else None
     run = measured(cmd, cpus=args.cpus, cwd=variant.source or ROOT, env=env)
     if run.returncode != 0:
@@ -160,9 +161,14 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="also run the torch path of another edgecam source tree "
                         "(e.g. `git archive <commit> | tar -x -C DIR`): the numbers before a change")
     parser.add_argument("--baseline-label", default="before this change", help="that row's name")
+    parser.add_argument("--seeds", type=int, default=0, help="instead: validation accuracy of each variant "
+                        "for seeds 0..N-1 (N splits of the data), one run each")
     args = parser.parse_args()
     data, backbone = dataset(args.per_class), backbone_file()
     chosen = variants(args, backbone)
+    if args.seeds:
+        accuracy_sweep(chosen, data, args)
+        return
     before = load()
     results: dict[str, list[dict]] = {v.label: [] for v in chosen}
     for run in range(args.runs):
@@ -186,6 +192,26 @@ def main() -> None:
     base, free = list(results.values())[:2]
     print(f"median ratio no torch / torch: peak RSS {_median(free, 'peak') / _median(base, 'peak'):.2f}, "
           f"wall {_median(free, 'wall') / _median(base, 'wall'):.2f}")
+
+
+def accuracy_sweep(chosen: list[Variant], data: Path, args: argparse.Namespace) -> None:
+    """Validation accuracy per seed (each seed is another 80/20 split, init and augmentation)."""
+    table: dict[int, list[dict]] = {}
+    for seed in range(args.seeds):
+        table[seed] = [run_once(variant, data, args, index, seed) for index, variant in enumerate(chosen)]
+        print(f"  seed {seed}: " + ", ".join(f"{v.label} {r['int8']:.1%}" for v, r in zip(chosen, table[seed])),
+              file=sys.stderr)
+    val = table[0][0]["val"]
+    print(f"\nValidation accuracy of `edgecam train`, 2 classes x {args.per_class} images, {val} validation images "
+          f"per split, seeds 0-{args.seeds - 1} (split, init and augmentation), FP32 / INT8:\n")
+    print("| seed | " + " | ".join(v.label for v in chosen) + " |")
+    print("|---" * (len(chosen) + 1) + "|")
+    for seed, rows in table.items():
+        print(f"| {seed} | " + " | ".join(f"{r['fp32']:.1%} / {r['int8']:.1%}" for r in rows) + " |")
+    means = [sum(table[s][i]["int8"] for s in table) / len(table) for i in range(len(chosen))]
+    print("| mean INT8 | " + " | ".join(f"{m:.1%}" for m in means) + " |")
+    same = sum(len({f"{r['int8']:.4f}" for r in rows}) == 1 for rows in table.values())
+    print(f"\nsame INT8 accuracy on {same} of {len(table)} splits")
 
 
 def _median(rows: list[dict], key: str) -> float:
