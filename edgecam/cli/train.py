@@ -108,7 +108,7 @@ def run_train(args: argparse.Namespace) -> int:
     from edgecam.cli.model import _setup_logging
     from edgecam.errors import EdgecamError
     from edgecam.training import train_model
-    from edgecam.training.events import Cancelled, cancel_on_sigterm, emitting
+    from edgecam.training.events import Cancelled, cancel_on_sigterm, emitting, too_late_to_cancel
 
     _setup_logging()
     fields = set(TrainOptions.__dataclass_fields__)
@@ -137,4 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
             sink.emit("error", message=f"{type(err).__name__}: {err}")  # a bug: the traceback follows
             raise
     print(result.report, file=sys.stderr if args.progress_json == "-" else sys.stdout)
+    if too_late_to_cancel():
+        print("edgecam train: SIGTERM came while the files were being written: too late to cancel, "
+              "the model above is complete", file=sys.stderr)
     return 0

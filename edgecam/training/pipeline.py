@@ -52,6 +52,7 @@ from edgecam.training.options import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainResult:
     fp32: Path
