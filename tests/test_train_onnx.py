@@ -202,3 +202,32 @@ def test_trained_file_looks_like_the_torch_trainers(tmp_path, effnet_models):
     image = cv2.imread(str(next((data / "face").glob("*.png"))))
     assert Classifier(onnx_run.int8).classify(image, k=2)[0].label in ("face", "not_face")
     assert Path(onnx_run.report_file).read_text().rstrip().endswith(f"edgecam classify --model {onnx_run.int8.resolve()} IMAGE...")
+
+
+@pytest.mark.parametrize("which", ["fp32", "nhwc", "int8"])
+def test_resnet18_and_nhwc_backbones_graft_into_files_the_runtime_runs(
+        which, tmp_path, resnet_random_models, resnet_random_nhwc_models, real_photos):
+    """The cut and the graft on another architecture, on the NHWC_uint8 layout (normalization
+    inside the graph) and on an INT8 file: the runtime's Classifier runs the result unchanged."""
+    import dataclasses
+
+    from edgecam.export.metadata import write_metadata
+
+    source = {"fp32": resnet_random_models.fp32, "nhwc": resnet_random_nhwc_models.fp32,
+              "int8": resnet_random_models.int8}[which]
+    backbone = load_backbone(source)
+    assert backbone.feature_dim == 512 and backbone.dequantized == (which == "int8")
+    rng = np.random.default_rng(0)
+    head = LinearHead(rng.normal(0, 0.05, (3, 512)).astype(np.float32), np.array([0.1, 0.0, -0.1], np.float32))
+    out = tmp_path / "grafted.onnx"
+    graft(backbone, head.weight, head.bias, out)
+    info = dataclasses.replace(backbone.info, name="grafted", labels=("a", "b", "c"), precision="fp32")
+    write_metadata(out, info, {})
+    clf = Classifier(out, threads=1)
+    images = [image for _, image in real_photos[:3]]
+    batch = clf.preprocessor.batch(images)
+    assert batch.dtype == (np.uint8 if which == "nhwc" else np.float32)
+    pooled = ort.InferenceSession(features_model(backbone), providers=["CPUExecutionProvider"]).run(
+        [FEATURES_OUTPUT], {backbone.model.graph.input[0].name: batch})[0]
+    assert np.abs(clf.logits_batch(images) - head.logits(pooled)).max() < 1e-4
+    assert clf.batch_capable and clf.info.labels == ("a", "b", "c")
