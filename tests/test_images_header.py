@@ -67,3 +67,10 @@ def test_read_image_file_checks_bytes_before_reading_and_pixels_before_decoding(
     with pytest.raises(header.ImageRejected) as err:
         header.read_image_file(tmp_path / "text.jpg")
     assert err.value.status == 415
+
+
+def test_the_trainers_defaults_are_the_web_apps() -> None:
+    from edgecam.config import HttpPreviewConfig
+
+    web = HttpPreviewConfig()
+    assert (header.MAX_IMAGE_PIXELS, header.MAX_IMAGE_BYTES) == (web.max_image_pixels, web.max_upload_bytes)
