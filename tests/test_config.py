@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import typing
-import shutil
 from pathlib import Path
 
 import pytest

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edgecam"
 LAYERS = {
     "errors": 0, "backoff": 0, "heartbeat": 0, "histogram": 0, "logs": 0, "secrets": 0,
     "config": 1,
-    "result": 2, "buffer": 2, "sources": 2, "model": 2,
+    "result": 2, "buffer": 2, "sources": 2, "model": 2, "images": 2,
     "regions": 3, "dataset": 3, "preview": 3, "export": 3,
     "inference": 4, "training": 4,
     "control": 5,
@@ -30,7 +30,7 @@ LAYERS = {
 SIBLINGS_APART = [("publish", "web"), ("sources", "model"), ("buffer", "model"), ("inference", "training"),
                   ("regions", "export"), ("dataset", "export"), ("preview", "export")]
 # What `edgecam run` imports must never reach the model-building or training code.
-RUNTIME = {"errors", "backoff", "heartbeat", "histogram", "logs", "secrets", "config", "result", "buffer", "sources", "model",
+RUNTIME = {"errors", "backoff", "heartbeat", "histogram", "logs", "secrets", "config", "result", "buffer", "sources", "model", "images",
            "regions", "dataset", "preview", "inference", "control", "publish", "web", "service"}
 BUILD_ONLY = {"export", "training", "bench"}
 

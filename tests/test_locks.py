@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

@@ -154,7 +154,7 @@ def test_train_and_val_folders_are_used_as_they_are(tmp_path):
 
 @pytest.mark.parametrize("counts, message", [
     ({"only": 5}, "found 1 class folder"),
-    ({"a": 5, "b": 1}, "class 'b' has 1 readable image"),
+    ({"a": 5, "b": 1}, "class 'b' has 1 usable image"),
 ])
 def test_bad_datasets_are_refused_clearly(tmp_path, counts, message):
     with pytest.raises(ModelBuildError, match=message):
@@ -197,7 +197,7 @@ def test_split_network_and_both_engines_compute_the_same(arch, weights, dim, rea
 
     from edgecam.model.preprocess import Preprocessor
     from edgecam.training.network import build_network, make_engine
-    from edgecam.training.pipeline import feature_info
+    from edgecam.training.torch_trainer import feature_info
 
     torch.set_num_threads(1)
     net = build_network(arch, 96, 3, seed=0, weights=weights)

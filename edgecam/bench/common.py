@@ -61,6 +61,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def simd_level() -> str:
+    """The widest SIMD the CPU reports (what onnxruntime's kernels pick: VNNI matters for INT8)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = next((set(line.split(":", 1)[1].split()) for line in info
+                          if line.startswith(("flags", "Features"))), set())
+    except OSError:
+        return "unknown SIMD"
+    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX2 + AVX-VNNI"),
+                       ("avx512f", "AVX-512 (no VNNI)"), ("avx2", "AVX2 (no VNNI)"), ("asimddp", "NEON + dot product"),
+                       ("asimd", "NEON")):
+        if flag in flags:
+            return name
+    return "no AVX2"
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -68,7 +84,7 @@ def load() -> str:
 
 def host_line(load_before: str) -> str:
     """What ran the benchmark and how busy it was (load averages 1/5/15 min, as `uptime` prints)."""
-    return (f"host: {cpu_name()}, {os.cpu_count()} CPUs; load average {load_before} before, "
+    return (f"host: {cpu_name()}, {simd_level()}, {os.cpu_count()} CPUs; load average {load_before} before, "
             f"{load()} after")
 
 

@@ -63,7 +63,9 @@ def quantize_int8(
     prepared = out.with_name(out.stem + ".prep.onnx")
     log.info("quantization: pre-processing %s (shape inference, graph optimization)", fp32.name)
     try:
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=False)
+        # onnx's own shape inference covers these CNNs: the symbolic pass (sympy) gave the same
+        # nodes and weights (only value_info differed) for 550 MB of peak RSS and 4.5 s more.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         keep = fp32_nodes(prepared, arch)
         if keep:
             log.info("quantization: keeping %d nodes in FP32 (%s)", len(keep), ", ".join(keep[:4]))

@@ -76,7 +76,7 @@ def _dataset_lines(data: dict) -> list[str]:
         lines += [f"  {label:<{width}}  {c.get('train', 0):>5}  {c.get('val', 0):>5}"
                   for label, c in classes.items()]
     if data.get("skipped_unreadable"):
-        lines.append(f"  {data['skipped_unreadable']} unreadable files were left out")
+        lines.append(f"  {data['skipped_unreadable']} files were left out (unreadable, or over the size limits)")
     return lines
 
 

@@ -35,7 +35,3 @@ def random_view(bgr: np.ndarray, rng: np.random.Generator, flip: bool = True) ->
     view = cv2.convertScaleAbs(view, alpha=rng.uniform(*CONTRAST), beta=rng.uniform(*BRIGHTNESS))
     return np.ascontiguousarray(view)
 
-
-def views(bgr: np.ndarray, count: int, rng: np.random.Generator, flip: bool = True) -> list[np.ndarray]:
-    """``count`` views of one sample: the untouched sample first, then random ones."""
-    return [bgr] + [random_view(bgr, rng, flip) for _ in range(max(0, count - 1))]

@@ -11,8 +11,10 @@ import numpy as np
 from edgecam.errors import ModelBuildError
 from edgecam.export.calibration import Named
 from edgecam.model.classifier import Classifier
+from edgecam.model.preprocess import Preprocessor
 from edgecam.model.types import ModelInfo
-from edgecam.training.dataset import Dataset, read_image, stratified_subset
+from edgecam.training.dataset import Dataset, stratified_subset
+from edgecam.training.features import reduced
 from edgecam.training.metrics import (
     CURVE_FRACTIONS,
     accuracy,
@@ -24,7 +26,7 @@ from edgecam.training.metrics import (
 log = logging.getLogger(__name__)
 
 CHUNK = 16  # validation images per batch run
-EXPORT_TOLERANCE = 1e-2  # max |ONNX FP32 - torch| logit difference on validation images
+EXPORT_TOLERANCE = 1e-2  # max |ONNX FP32 - trained network| logit difference on validation images
 MIN_AGREEMENT = 0.95
 
 
@@ -33,33 +35,34 @@ def learning_curve_indices(dataset: Dataset, seed: int) -> list[tuple[float, np.
     return [(f, np.array(stratified_subset(dataset.train, f, seed), np.int64)) for f in CURVE_FRACTIONS]
 
 
-def calibration_images(dataset: Dataset, count: int) -> list[Named]:
-    """Up to ``count`` training images, taken from every class in turn (what the camera sees)."""
+def calibration_images(dataset: Dataset, count: int, pre: Preprocessor) -> list[Named]:
+    """Up to ``count`` training images, taken from every class in turn (what the camera sees).
+
+    Large ones are kept shrunk (``features.reduced``): all of them are in memory at once.
+    """
     by_class: dict[int, list] = {}
     for sample in dataset.train:
         by_class.setdefault(sample.label, []).append(sample)
     order = [s for group in itertools.zip_longest(*by_class.values()) for s in group if s is not None]
-    images = []
-    for sample in order[:count]:
-        image = read_image(sample.path)
-        if image is not None:
-            images.append((sample.path.name, image))
-    return images
+    return [(sample.path.name, reduced(dataset.read(sample), pre.size)) for sample in order[:count]]
 
 
-def evaluate(fp32: Classifier, int8: Classifier, dataset: Dataset, torch_logits: np.ndarray) -> dict:
-    """Validation metrics of the exported files, as the runtime runs them."""
+def evaluate(fp32: Classifier, int8: Classifier, dataset: Dataset, trained_logits: np.ndarray) -> dict:
+    """Validation metrics of the exported files, as the runtime runs them.
+
+    ``trained_logits`` are what the trained network answered on the validation
+    images: the FP32 file must answer the same (the export check).
+    """
     truth = np.array([s.label for s in dataset.val], np.int64)
     logits_fp32, logits_int8 = [], []
     for start in range(0, len(dataset.val), CHUNK):
-        images = [read_image(s.path) for s in dataset.val[start : start + CHUNK]]
-        if any(image is None for image in images):
-            raise ModelBuildError("a validation image became unreadable during training")
+        images = [dataset.read(s) for s in dataset.val[start : start + CHUNK]]
         logits_fp32.append(fp32.logits_batch(images))
         logits_int8.append(int8.logits_batch(images))
     lf, li = np.concatenate(logits_fp32), np.concatenate(logits_int8)
-    drift = float(np.abs(lf - torch_logits).max())
-    log.info("export check: ONNX FP32 vs torch, max logit difference %.2e on %d images", drift, len(lf))
+    drift = float(np.abs(lf - trained_logits).max())
+    log.info("export check: ONNX FP32 vs the trained network, max logit difference %.2e on %d images",
+             drift, len(lf))
     if drift > EXPORT_TOLERANCE:
         raise ModelBuildError(
             f"the exported FP32 model disagrees with the trained network (max logit difference "
@@ -99,11 +102,27 @@ def add_verdict(metrics: dict) -> dict:
     return metrics
 
 
-def format_report(info: ModelInfo, files: list[tuple[Path, str]]) -> str:
+def format_report(info: ModelInfo, files: list[tuple[Path, str]], int8: Path,
+                  camera: str | None = None, region: str | None = None) -> str:
+    """The model's description, its files, and how to put it to work."""
     from edgecam.model.describe import describe
 
     lines = [describe(info), "files:"]
     for path, note in files:
         size = f"  {path.stat().st_size / 1e6:.1f} MB" if path.suffix == ".onnx" else ""
         lines.append(f"  {path}{size}{('  ' + note) if note else ''}")
-    return "\n".join(lines)
+    return "\n".join(lines + deploy_lines(int8, camera, region))
+
+
+def deploy_lines(int8: Path, camera: str | None, region: str | None) -> list[str]:
+    """The three ways to deploy (README: Deploy without a restart), for this file and region."""
+    cam, reg = camera or "<camera>", region or "<region>"
+    path = int8.resolve()
+    return [
+        f"deploy {int8.name} (no restart needed):",
+        f"  config: set cameras.{cam}.regions.{reg}.model: {path} in config.yaml,",
+        "          then `systemctl reload edgecam` (or MQTT {\"cmd\": \"reload\"}) loads it",
+        f"  web:    upload it for {cam}/{reg} on the web app (POST /api/model?camera={cam}&region={reg},",
+        "          needs preview.http.auth); it is checked and the old model keeps running if it fails",
+        f"  try it: edgecam classify --model {path} IMAGE...",
+    ]

@@ -12,17 +12,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edgecam.errors import ModelBuildError
-from edgecam.model.preprocess import Preprocessor
-from edgecam.training.augment import views as make_views
-from edgecam.training.dataset import Dataset, Sample, read_image
+from edgecam.model.preprocess import CROP_FRACTION, Preprocessor
+from edgecam.training.augment import random_view
+from edgecam.training.dataset import Dataset
 from edgecam.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
-BATCH = 32  # views per engine run
+BATCH = 32  # views per engine run (a GPU wants many; see onnx_trainer.BATCH for the CPU)
 Engine = Callable[[np.ndarray], tuple[np.ndarray, "np.ndarray | None"]]
 
 
@@ -42,17 +43,18 @@ class Cache:
 
 
 class _Batcher:
-    """Collects preprocessed views; runs the engine on BATCH of them at a time."""
+    """Collects preprocessed views; runs the engine on ``size`` of them at a time."""
 
-    def __init__(self, engine: Engine, sink: Callable[[list[tuple[int, int]], np.ndarray, np.ndarray | None], None]) -> None:
-        self.engine, self.sink = engine, sink
+    def __init__(self, engine: Engine, sink: Callable[[list[tuple[int, int]], np.ndarray, np.ndarray | None], None],
+                 size: int) -> None:
+        self.engine, self.sink, self.size = engine, sink, size
         self.tensors: list[np.ndarray] = []
         self.keys: list[tuple[int, int]] = []
 
     def add(self, key: tuple[int, int], tensor: np.ndarray) -> None:
         self.keys.append(key)
         self.tensors.append(tensor)
-        if len(self.tensors) >= BATCH:
+        if len(self.tensors) >= self.size:
             self.flush()
 
     def flush(self) -> None:
@@ -62,11 +64,16 @@ class _Batcher:
             self.tensors, self.keys = [], []
 
 
-def _load(sample: Sample) -> np.ndarray:
-    image = read_image(sample.path)
-    if image is None:
-        raise ModelBuildError(f"{sample.path} became unreadable during training")
-    return image
+def reduced(image: np.ndarray, size: int) -> np.ndarray:
+    """A large image shrunk by a whole factor (INTER_AREA) while its short side stays at
+    least twice what the preprocessing resizes it to: random views of a 25 MP photo then
+    cost a few MB, not 75 MB each, and the model's input is the same in practice."""
+    keep = 2 * int(size / CROP_FRACTION)
+    factor = min(image.shape[:2]) // keep
+    if factor < 2:
+        return image
+    height, width = image.shape[:2]
+    return cv2.resize(image, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
 
 
 def _trunk_views(shape: tuple[int, ...], images: int, views: int, cache_mb: int) -> int:
@@ -85,11 +92,11 @@ def _trunk_views(shape: tuple[int, ...], images: int, views: int, cache_mb: int)
 
 
 def extract(engine: Engine, dataset: Dataset, pre: Preprocessor, views: int, flip: bool,
-            seed: int, cache_mb: int) -> Cache:
+            seed: int, cache_mb: int, batch: int = BATCH) -> Cache:
     """Run every training view and validation image through ``engine``; cache_mb 0 = no trunk."""
     rng = np.random.default_rng(seed + 1)
     n_train, n_val = len(dataset.train), len(dataset.val)
-    probe_pooled, probe_trunk = engine(pre(_load(dataset.train[0])))
+    probe_pooled, probe_trunk = engine(pre(dataset.read(dataset.train[0])))
     cache = Cache(np.zeros((n_train, views, probe_pooled.shape[1]), np.float32),
                   np.zeros((n_val, probe_pooled.shape[1]), np.float32))
     keep_trunk = 0
@@ -114,15 +121,17 @@ def extract(engine: Engine, dataset: Dataset, pre: Preprocessor, views: int, fli
                 cache.trunk_val[i] = trunk[row]
 
     with Progress(n_train + n_val, "features") as bar:
-        batcher = _Batcher(engine, train_sink)
+        batcher = _Batcher(engine, train_sink, batch)
         for i, sample in enumerate(dataset.train):
-            for v, view in enumerate(make_views(_load(sample), views, rng, flip)):
-                batcher.add((i, v), pre(view))
+            image = reduced(dataset.read(sample), pre.size)
+            batcher.add((i, 0), pre(image))  # the image itself, then random views, one at a time
+            for v in range(1, views):
+                batcher.add((i, v), pre(random_view(image, rng, flip)))
             bar.update(1)
         batcher.flush()
-        batcher = _Batcher(engine, val_sink)
+        batcher = _Batcher(engine, val_sink, batch)
         for i, sample in enumerate(dataset.val):
-            batcher.add((i, 0), pre(_load(sample)))
+            batcher.add((i, 0), pre(dataset.read(sample)))
             bar.update(1)
         batcher.flush()
     return cache

@@ -1,89 +1,47 @@
-"""Training loops on cached tensors: the head on pooled features, then optionally the tail.
+"""torch training loops on cached tensors: the head on pooled features, then optionally the tail.
 
-Imported lazily (imports torch). Recipe, after MediaPipe Model Maker and the
-PyTorch transfer-learning tutorial: AdamW, label smoothing 0.1, dropout on the
-features, class-weighted loss (imbalanced folders), early stopping on the
-validation loss with the best weights restored. The network stays in eval
-mode throughout: BatchNorm keeps its ImageNet statistics (a few dozen images
-per class cannot estimate better ones), and its scale and shift still train
-in the tail. No autocast/AMP: float32 on CPU and GPU alike.
+Imported lazily (imports torch); used by ``--finetune`` and GPU training (head-only
+training on the CPU uses the numpy trainer, ``head.py``). The recipe is
+``recipe.py``'s. The network stays in eval mode throughout: BatchNorm keeps its
+ImageNet statistics (a few dozen images per class cannot estimate better ones),
+and its scale and shift still train in the tail. No autocast/AMP: float32 on CPU
+and GPU alike.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecam.training.progress import Progress
-
-LABEL_SMOOTHING = 0.1
-DROPOUT = 0.2
-WEIGHT_DECAY = 1e-4
-
-
-@dataclass
-class HeadSettings:
-    max_epochs: int = 100
-    patience: int = 15
-    lr: float = 1e-3
-    batch: int = 64
-
-
-@dataclass
-class TailSettings:
-    max_epochs: int = 12
-    patience: int = 3
-    lr_tail: float = 1e-4
-    lr_head: float = 3e-4
-    batch: int = 16
-
-
-@dataclass
-class FitResult:
-    epochs: int  # run
-    best_epoch: int  # whose weights were kept (1-based)
-    val_loss: float
-    val_accuracy: float
-
-    def as_dict(self) -> dict:
-        return {"epochs": self.epochs, "best_epoch": self.best_epoch,
-                "val_loss": round(self.val_loss, 4), "val_accuracy": round(self.val_accuracy, 4)}
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """N / (C * n_c): every class weighs the same in the loss, whatever its image count."""
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float32)
-    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
+from edgecam.training.progress import Progress, epoch_done, stopped_early
+from edgecam.training.recipe import (
+    DROPOUT,
+    LABEL_SMOOTHING,
+    WEIGHT_DECAY,
+    Best,
+    FitResult,
+    HeadSettings,
+    TailSettings,
+    class_weights,
+)
 
 
 class _Early:
-    """Keeps the best state; says when ``patience`` epochs brought no improvement.
-
-    Best means the highest validation accuracy, then the lowest validation loss.
-    On a small validation set the loss alone flattens early (label smoothing and
-    weight decay bound the confidence) and its noise can pick an epoch that
-    still gets images wrong; accuracy is what the user is shown.
-    """
-
-    MIN_DELTA = 1e-4  # a smaller drop in loss is not an improvement
+    """``recipe.Best``, keeping a copy of the modules' weights at the best epoch."""
 
     def __init__(self, patience: int, modules: list[torch.nn.Module]) -> None:
-        self.patience, self.modules = patience, modules
-        self.best_loss, self.best_acc, self.best_epoch = float("inf"), -1.0, 0
+        self.best, self.modules = Best(patience), modules
         self.best_state = [copy.deepcopy(m.state_dict()) for m in modules]
 
     def step(self, epoch: int, loss: float, acc: float) -> bool:
-        better_acc = acc > self.best_acc + 1e-9
-        same_acc = abs(acc - self.best_acc) <= 1e-9
-        if better_acc or (same_acc and loss < self.best_loss - self.MIN_DELTA):
-            self.best_loss, self.best_acc, self.best_epoch = loss, acc, epoch
+        improved, stop = self.best.step(epoch, loss, acc)
+        if improved:
             self.best_state = [copy.deepcopy(m.state_dict()) for m in self.modules]
-        return epoch - self.best_epoch >= self.patience
+        return stop
 
     def restore(self) -> None:
         for module, state in zip(self.modules, self.best_state):
@@ -145,12 +103,14 @@ def _train_head(head: torch.nn.Linear, x_train: np.ndarray, y_train: np.ndarray,
                 optimizer.step()
             val_loss, val_acc = _evaluate(head, x_val, val_y, weight, device)
             stop = early.step(epoch, val_loss, val_acc)
-            bar.update(1, note=f"val loss {val_loss:.3f} acc {val_acc:.1%}")
+            epoch_done(bar, label, epoch, settings.max_epochs, val_loss, val_acc)
             if stop:
+                if epoch < settings.max_epochs:
+                    stopped_early(bar, label, epoch, early.best.epoch, settings.max_epochs)
                 break
     early.restore()
     head.eval()
-    return FitResult(epoch, early.best_epoch, early.best_loss, early.best_acc)
+    return FitResult(epoch, early.best.epoch, early.best.loss, early.best.accuracy)
 
 
 def train_tail(tail: torch.nn.Module, head: torch.nn.Linear, trunk_train: np.ndarray,
@@ -196,11 +156,13 @@ def train_tail(tail: torch.nn.Module, head: torch.nn.Linear, trunk_train: np.nda
                 optimizer.step()
                 bar.update(1, note=f"epoch {epoch}")
             val_loss, val_acc = _evaluate(logits_of, trunk_val, val_y, weight, device, batch=64)
+            epoch_done(bar, "fine-tune", epoch, settings.max_epochs, val_loss, val_acc, advance=0)
             bar.note = f"epoch {epoch} val loss {val_loss:.3f} acc {val_acc:.1%}"
             if early.step(epoch, val_loss, val_acc):
-                bar.update(bar.total - bar.done)
+                if epoch < settings.max_epochs:
+                    stopped_early(bar, "fine-tune", epoch, early.best.epoch, settings.max_epochs)
                 break
     early.restore()
     for param in [*tail.parameters(), *head.parameters()]:
         param.requires_grad_(False)
-    return FitResult(epoch, early.best_epoch, early.best_loss, early.best_acc)
+    return FitResult(epoch, early.best.epoch, early.best.loss, early.best.accuracy)
