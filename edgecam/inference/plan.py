@@ -147,7 +147,7 @@ def _load_models(layout: Layout, config: Config, regions: dict[str, dict[str, Re
             users.setdefault(model_key(cfg.model), []).append((camera, name, cfg))
     models: dict[str, LoadedModel] = {}
     errors: dict[str, str] = {}
-    for key, using in users.items():
+    for using in users.values():
         camera, name, cfg = using[0]
         assert cfg.model is not None
         raw = config.camera_configs()[camera].regions[name]
