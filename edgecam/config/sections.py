@@ -237,8 +237,12 @@ class CollectConfig(Section):
     on_state_change: bool = True  # save the crop that confirmed a new state
     every_s: float = Field(900.0, ge=0, le=86400 * 7)  # and one at spread-out times (0 = never)
     min_interval_s: float = Field(5.0, ge=0, le=86400)  # automatic samples per region at most this often
-    max_files: int = Field(500, ge=1, le=1_000_000)  # per region, inbox and labels together
-    max_mb: float = Field(100.0, gt=0, le=1_000_000)  # per region
+    # Per region, each source within its own budget (edgecam/dataset/store.py): automatic samples
+    # in the inbox at most max_files and max_mb; captures (on request) at most max_captures and max_mb.
+    max_files: int = Field(500, ge=1, le=1_000_000)
+    max_mb: float = Field(100.0, gt=0, le=1_000_000)
+    max_captures: int = Field(200, ge=0, le=1_000_000)
+    capture_interval_s: float = Field(1.0, ge=0, le=3600)  # captures per region at most this often
     min_distance: int = Field(6, ge=0, le=64)  # dHash bits a new automatic sample must differ by
     jpeg_quality: int = Field(92, ge=50, le=100)
 

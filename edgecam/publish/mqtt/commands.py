@@ -123,7 +123,7 @@ def _read_targets(obj: dict[str, Any], cmd: str, cid: Optional[CommandId]) -> di
         value = obj.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
             raise CommandError(f"{key} must be a {key} name (letters, digits, '_', '-')", cmd, cid)
         targets[key] = value
     if cmd == "set" and len(targets) == 1:
