@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from edgecam.errors import ConfigError, EdgecamError
 from edgecam.control.protocol import DaemonControl
 from edgecam.config.cameras import NAME_PATTERN
+from edgecam.result import encode_json
 from edgecam.control.settings import REGION_SETTINGS, SETTINGS, check_region_setting, check_setting
 
 logger = logging.getLogger(__name__)
@@ -257,4 +258,4 @@ class RejectLog:
 
 
 def encode_reply(reply: Mapping[str, Any]) -> bytes:
-    return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8")
+    return encode_json(dict(reply))

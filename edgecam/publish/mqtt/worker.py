@@ -21,6 +21,7 @@ from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
 from edgecam.publish.mqtt.connection import logger
 from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT
 from edgecam.publish.mqtt.topics import ONLINE
+from edgecam.result import encode_json
 
 if TYPE_CHECKING:
     from edgecam.publish.mqtt.sink import MqttSink
@@ -29,7 +30,7 @@ _TICK_S = 0.5  # the worker collects PUBACKs at least this often
 
 
 def json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+    return encode_json(obj)
 
 
 class WorkerMixin:
