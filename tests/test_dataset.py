@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgecam.bench.media import photo_bgr
 from edgecam.config import CollectConfig, Config, RegionConfig
 from edgecam.dataset.collector import Collector
 from edgecam.dataset.store import DatasetError, RegionStore, dhash, distance
@@ -20,7 +21,6 @@ from edgecam.model.types import Label
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region, resolve
 from tests.support.mqtt import make_result, wait_until
-from edgecam.bench.media import photo_bgr
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins", "moon", "brick", "grass", "gravel")
 
@@ -156,10 +156,10 @@ def tmpfs(tmp_path: Path):
 
 
 def _collecting_daemon(model: Path, folder: Path, max_files: int = 100):
+    from edgecam.bench.media import moving_frames
     from edgecam.config import parse_config
     from edgecam.service.daemon import Daemon
     from edgecam.sources.memory import MemorySource
-    from edgecam.bench.media import moving_frames
 
     config = parse_config({
         "device_id": "collect", "mqtt": {"enabled": False}, "model": {"path": str(model), "threads": 1},

@@ -194,7 +194,7 @@ def test_listen_escapes_control_characters_from_payloads(broker, collector_facto
     evil = "\x1b[2J\x1b]0;pwned\x07\u202eevil\r"
     proc = _listen("--port", str(broker.port), "--count", "2", "--timeout", "20", "--states")
     _wait_listening(proc)
-    client.publish("edgecam/dev/status", "online\x1b[?1049h".encode(), qos=1)
+    client.publish("edgecam/dev/status", b"online\x1b[?1049h", qos=1)
     state = {"device": "dev", "camera": "garage", "region": "door", "previous": evil, "label": "open",
              "score": 0.9, "since": "2026\x1b[1A"}
     client.publish("edgecam/dev/garage/door/state", json.dumps(state).encode(), qos=1)
