@@ -140,6 +140,8 @@ class OutboxConfig(Section):
     enabled: bool = True  # false: state changes wait in memory only (lost on a restart)
     path: Optional[str] = None  # default: <state directory>/outbox-<device_id>.sqlite3
     max_bytes: int = Field(8_000_000, ge=65_536, le=2**32)
+    # The part of max_bytes on_change results may use: they never push a state change out.
+    result_share: float = Field(0.25, ge=0, le=0.9)
 
 
 class MqttConfig(Section):

@@ -57,7 +57,7 @@ def make_outbox(config: Config) -> Outbox:
     path = None
     if cfg.enabled:
         path = default_path(config.device_id) if cfg.path is None else Path(cfg.path).expanduser()
-    return Outbox(path, cfg.max_bytes)
+    return Outbox(path, cfg.max_bytes, cfg.result_share)
 
 
 class MqttSink(WorkerMixin, Sink):
