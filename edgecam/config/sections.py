@@ -127,6 +127,8 @@ class TlsConfig(Section):
 class CommandsConfig(Section):
     enabled: bool = True
     max_payload_bytes: int = Field(4096, ge=16, le=1_000_000)
+    # Commands waiting for their worker; one that finds the queue full gets a "busy" reply.
+    queue_size: int = Field(32, ge=1, le=10_000)
 
 
 class DiscoveryConfig(Section):
