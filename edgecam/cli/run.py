@@ -83,10 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_run_config(args)
     setup_logging(config.log_level)
     from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
+    from edgecam.service.instance_lock import InstanceLock
 
-    daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration)
-    _install_signal_handlers(daemon)
-    return daemon.run()
+    lock = InstanceLock(config.device_id).acquire()  # a second daemon with this device id stops here
+    try:
+        daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration)
+        _install_signal_handlers(daemon)
+        return daemon.run()
+    finally:
+        lock.release()
 
 
 def _install_signal_handlers(daemon: Any) -> None:
