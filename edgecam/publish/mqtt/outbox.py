@@ -98,6 +98,8 @@ class Outbox:
         if self.path is None:
             logger.info("MQTT outbox: off (mqtt.outbox.enabled: false); state changes wait in memory only")
             return self
+        if self._file is not None:
+            return self  # already open
         try:
             self._file = OutboxFile(self.path)
             entries, last_id, self.quarantined = self._file.load()
