@@ -70,7 +70,9 @@ def run_child(delay_s: float, burst: int, rate: float, seconds: float) -> dict[s
         strace = shutil.which("strace")
         if strace:
             command = [strace, "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", str(out), *command]
-        proc = subprocess.run(command, capture_output=True, text=True, check=True)
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the measuring child failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
         figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
         if strace:
             figures["fsyncs"] = float(sum(int(m.group(1)) for m in
