@@ -129,7 +129,7 @@ def test_rejections_are_logged_once_per_kind_with_a_count(device, caplog) -> Non
     lines = [r.getMessage() for r in caplog.records if "Rejected MQTT command" in r.getMessage()]
     assert sorted(line.split(")")[0].split("(")[1] for line in lines) == sorted(
         rejects.KINDS[k] for k in ("malformed", "target", "setting", "failed", "rate")), lines
-    assert any("no camera 'attic'" in line for line in lines)
+    assert any("no camera named 'attic' (cameras: garage)" in line for line in lines)
     assert sink.counters()["commands"]["rejected"] == {"malformed": 20, "target": 20, "setting": 20,
                                                        "failed": 40, "rate": 20}
     assert not any(call[0] in ("pause", "apply_settings") for call in control.calls)  # (never reached the daemon)

@@ -51,10 +51,13 @@ class Targets:
         if not self._known(command.camera, command.region):
             self._reload()
             if not self._known(command.camera, command.region):
-                what = (f"camera {command.camera!r}" if command.camera not in self._regions else
-                        f"region {command.region!r} of camera {command.camera}")
-                raise CommandError(f"no {what} (cameras: {', '.join(self._regions) or 'none'})",
-                                   command.cmd, command.id, "target")
+                # (worded as the daemon words it)
+                if command.camera not in self._regions:
+                    message = f"no camera named {command.camera!r} (cameras: {', '.join(self._regions) or 'none'})"
+                else:
+                    regions = ", ".join(sorted(self._regions[command.camera])) or "none"
+                    message = f"camera {command.camera} has no region named {command.region!r} (regions: {regions})"
+                raise CommandError(message, command.cmd, command.id, "target")
 
     def _known(self, camera: str, region: str | None) -> bool:
         regions = self._regions.get(camera)
