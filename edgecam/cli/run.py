@@ -82,7 +82,8 @@ def load_run_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_run_config(args)
     setup_logging(config.log_level)
-    from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
+    # Imported after logging is set up, so model loading logs show.
+    from edgecam.service.daemon import Daemon
     from edgecam.service.instance_lock import InstanceLock
 
     lock = InstanceLock(config.device_id).acquire()  # a second daemon with this device id stops here
