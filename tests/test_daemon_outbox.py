@@ -137,3 +137,32 @@ def test_read_only_state_directory_is_one_clear_error_and_everything_still_flows
     assert [m.json()["since"] for m in collector.messages(STATE_TOPIC)] == \
         [since for _, _, since in logged_states(daemon)]
     assert list(state_dir.iterdir()) == []
+
+
+def test_a_corrupted_outbox_row_is_set_aside_and_the_daemon_delivers_the_rest(tmp_path: Path, broker, effnet_models):
+    """One flipped bit in one row (a BLOB turned TEXT; integrity_check says ok) made `edgecam run`
+    crash at start, every time. Now that row is set aside and the others are delivered."""
+    from edgecam.publish.mqtt.outbox import Outbox
+    from tests.test_outbox_keeps_states import flip_payload_type
+
+    state_dir = tmp_path / "state"
+    path = state_dir / f"outbox-{DEVICE}.sqlite3"
+    box = Outbox(path, 8_000_000).open()
+    old = [box.append(STATE_TOPIC, b'{"label":"earlier-%d"}' % i, True, "desk", "table") for i in range(3)]
+    box.close()
+    flip_payload_type(path, old[1].payload, STATE_TOPIC, "desk", "table")
+    config = daemon_config(tmp_path, broker, effnet_models.int8, scenes_video(tmp_path))
+    collector = Collector(broker, [STATE_TOPIC])
+    daemon = DaemonProcess(["--config", str(config)], tmp_path, env={"STATE_DIRECTORY": str(state_dir)})
+    try:
+        collector.wait_for(STATE_TOPIC, 2 + SCENES, timeout=120)
+        assert daemon.wait_exit(timeout=60) == 0
+    finally:
+        daemon.kill()
+        collector.close()
+    payloads = [m.payload for m in collector.messages(STATE_TOPIC)]
+    assert payloads[:2] == [old[0].payload, old[2].payload]  # first, in order; the bad one set aside
+    assert len(payloads) == 2 + len(logged_states(daemon))
+    warnings = [line for line in daemon.errors if "could not be read" in line]
+    assert len(warnings) == 1 and f"id {old[1].id}: payload is text" in warnings[0], daemon.errors[-20:]
+    assert not [line for line in daemon.errors if "Traceback" in line or "ERROR" in line]

@@ -36,18 +36,21 @@ def test_near_duplicates_are_not_kept_but_different_scenes_are(tmp_path: Path) -
     assert distance(dhash(noisy), dhash(crop("chelsea"))) < 6
     assert store.add(noisy, "low-score") is None  # a near-duplicate: not new
     assert store.add(crop("coffee"), "low-score") is not None
-    assert store.add(noisy, "capture", force=True) is not None  # an explicit capture always saves
+    assert store.capture(noisy) is not None  # an explicit capture always saves
     assert [s.label for s in store.samples()] == ["inbox"] * 3
 
 
 def test_caps_in_files_evict_the_least_new_inbox_sample_never_labelled_ones(tmp_path: Path) -> None:
-    store = RegionStore(tmp_path / "r", max_files=4, max_mb=10, min_distance=0)
-    labelled = store.add(crop("moon"), "capture", label="empty")
+    store = RegionStore(tmp_path / "r", max_files=3, max_mb=10, min_distance=0)
+    labelled = store.capture(crop("moon"), label="empty")
+    first = store.add(crop("brick"), "low-score")
+    assert first is not None
+    store.move([first.id], "wall")  # the user labelled it: theirs now
     for name in ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins"):
         store.add(crop(name), "low-score")
     samples = store.samples()
-    assert len(samples) == 4 and labelled is not None and labelled.id in [s.id for s in samples]
-    assert sum(s.label == "inbox" for s in samples) == 3
+    assert {labelled.id, f"wall/{first.name}"} <= {s.id for s in samples}
+    assert sum(s.label == "inbox" for s in samples) == 3 and len(samples) == 5
 
 
 def test_caps_in_megabytes_hold(tmp_path: Path) -> None:
@@ -58,12 +61,14 @@ def test_caps_in_megabytes_hold(tmp_path: Path) -> None:
     assert size <= 0.05 * 2**20 and files < len(PHOTOS)
 
 
-def test_a_full_region_of_labelled_samples_refuses_with_a_clear_error(tmp_path: Path) -> None:
-    store = RegionStore(tmp_path / "r", max_files=2, max_mb=10, min_distance=0)
-    store.add(crop("chelsea"), "capture", label="cat")
-    store.add(crop("coffee"), "capture", label="cup")
-    with pytest.raises(DatasetError, match=r"dataset is full \(2 files.*collect.max_files 2.*inbox is empty"):
-        store.add(crop("rocket"), "capture", label="cat", force=True)
+def test_full_captures_refuse_with_a_clear_error_and_evict_nothing(tmp_path: Path) -> None:
+    store = RegionStore(tmp_path / "r", max_files=10, max_mb=10, min_distance=0, max_captures=2)
+    auto = store.add(crop("moon"), "periodic")
+    store.capture(crop("chelsea"), label="cat")
+    store.capture(crop("coffee"))
+    with pytest.raises(DatasetError, match=r"captures are full \(2 files.*collect.max_captures 2.*not touched"):
+        store.capture(crop("rocket"), label="cat")
+    assert auto is not None and len(store.samples()) == 3
 
 
 def test_labelling_moving_and_deleting_and_no_way_out_of_the_folder(tmp_path: Path) -> None:
@@ -82,8 +87,8 @@ def test_labelling_moving_and_deleting_and_no_way_out_of_the_folder(tmp_path: Pa
             store.path_of(bad)
     for bad_label in ("inbox", "../up", "a/b", "", "x" * 65):
         with pytest.raises(DatasetError, match="label"):
-            store.move([f"inbox/{second.name}"], bad_label) if bad_label != "inbox" else store.add(
-                crop("rocket"), "capture", label=bad_label)
+            store.move([f"inbox/{second.name}"], bad_label) if bad_label != "inbox" else store.capture(
+                crop("rocket"), label=bad_label)
 
 
 def region(name: str = "door") -> Region:

@@ -96,8 +96,10 @@ def test_format_state_shows_the_change_and_when_it_happened():
     from tests.test_mqtt_outbox import region_state
 
     line = format_state(region_state("cam1", 1))
-    assert line.startswith("cam1") and "garage/door" in line
+    assert line.split()[:3] == ["cam1", "garage", "door"]
     assert line.endswith("open -> closed (0.900) since 2026-09-21T14:14:20.000Z")
+    first = format_state({**region_state("cam1", 0), "previous": None})
+    assert "None" not in first and " - -> " in first
 
 
 def test_listen_unreachable_broker_is_a_clear_message(tmp_path):
@@ -176,3 +178,87 @@ def test_share_needs_mqtt5_and_a_plain_group_name(broker):
         proc = _listen("--port", str(broker.port), *args)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 2 and message in err, err
+
+
+def _result_payload(seq: int, camera: str, region: str, label: str = "tabby", device: str = "dev") -> bytes:
+    payload = make_result(seq, label, device=device).to_payload()
+    return json.dumps({**payload, "camera": camera, "region": region}).encode()
+
+
+def _publisher(broker, collector_factory):
+    return collector_factory(broker, ["edgecam/unused"]).client  # a connected plain paho client
+
+
+def test_listen_escapes_control_characters_from_payloads(broker, collector_factory):
+    client = _publisher(broker, collector_factory)
+    evil = "\x1b[2J\x1b]0;pwned\x07\u202eevil\r"
+    proc = _listen("--port", str(broker.port), "--count", "2", "--timeout", "20", "--states")
+    _wait_listening(proc)
+    client.publish("edgecam/dev/status", b"online\x1b[?1049h", qos=1)
+    state = {"device": "dev", "camera": "garage", "region": "door", "previous": evil, "label": "open",
+             "score": 0.9, "since": "2026\x1b[1A"}
+    client.publish("edgecam/dev/garage/door/state", json.dumps(state).encode(), qos=1)
+    payload = json.loads(_result_payload(1, "garage", "door", label=evil, device="dev\x1b[31m"))
+    client.publish("edgecam/dev/garage/door/result", json.dumps(payload).encode(), qos=1)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    for text in (out, err):
+        assert not any(ch in text for ch in "\x1b\x07\r\u202e"), repr(text)
+    status, _, state_row, result_row = out.splitlines()
+    assert status == "edgecam/dev/status: online\\x1b[?1049h"
+    assert "\\x1b[2J\\x1b]0;pwned\\x07\\u202eevil\\x0d -> open" in state_row and "2026\\x1b[1A" in state_row
+    assert result_row.startswith("dev\\x1b[31m") and "\\x1b[2J\\x1b]0;pwned" in result_row
+
+
+def test_listen_json_lines_escape_control_characters_too(broker, collector_factory):
+    client = _publisher(broker, collector_factory)
+    proc = _listen("--port", str(broker.port), "--count", "1", "--timeout", "20", "--json")
+    _wait_listening(proc)
+    client.publish("edgecam/dev/garage/door/result", _result_payload(1, "garage", "door", label="a\x1b[2J\x7fb"), qos=1)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "\x1b" not in out and "\x7f" not in out
+    assert json.loads(out)["top"][0]["label"] == "a\x1b[2J\x7fb"
+
+
+def test_listen_with_two_cameras_shows_and_filters_camera_and_region(broker, collector_factory):
+    client = _publisher(broker, collector_factory)
+    sources = [("garage", "door"), ("garage", "window"), ("porch", "gate")]
+
+    def run(*filters: str, count: int) -> list[str]:
+        proc = _listen("--port", str(broker.port), "--count", str(count), "--timeout", "20", "--states", *filters)
+        _wait_listening(proc)
+        for seq in range(6):
+            for camera, region in sources:
+                client.publish(f"edgecam/dev/{camera}/{region}/result", _result_payload(seq, camera, region), qos=1)
+        state = {"device": "dev", "camera": "porch", "region": "gate", "previous": None, "label": "open",
+                 "score": 0.9, "since": "2026-01-01T00:00:00.000Z"}
+        client.publish("edgecam/dev/porch/gate/state", json.dumps(state).encode(), qos=1)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["device", "camera", "region"]
+        return [line.split()[:3] for line in lines[1:]]
+
+    every = run(count=18)
+    assert {tuple(row) for row in every} == {("dev", c, r) for c, r in sources}
+    assert all(row == ["dev", "garage", "door"] for row in run("--camera", "garage", "--region", "door", count=4))
+    porch = run("--camera", "porch", count=7)
+    assert all(row == ["dev", "porch", "gate"] for row in porch) and len(porch) == 7
+    window = run("--region", "window", count=3)
+    assert all(row == ["dev", "garage", "window"] for row in window)
+
+
+def test_listen_refuses_filters_that_are_not_names(broker):
+    for args in (["--camera", "a/b"], ["--region", "+"], ["--camera", "door\n"]):
+        proc = _listen("--port", str(broker.port), *args)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 2 and "is not a" in err, err
+
+
+def test_format_line_has_camera_and_region_columns_and_no_python_reprs():
+    payload = make_result(7, "tabby", 0.8, device="cam1").to_payload()
+    row = format_line({**payload, "camera": "garage", "region": "door"})
+    assert row.split()[:4] == ["cam1", "garage", "door", "#7"]
+    bare = format_line({"device": None, "seq": 3, "top": [{"label": None, "score": 0.5}]})
+    assert "None" not in bare and bare.split()[:3] == ["-", "-", "-"]

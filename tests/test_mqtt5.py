@@ -94,7 +94,7 @@ def test_the_broker_keeps_the_devices_session_while_it_is_away(broker, collector
     wait_until(lambda: onlines() == 1, what="connected")
     command("status", "before")
     wait_until(lambda: replies() == ["before"], what="the device answers")
-    client = sink._client  # the sink's own paho client: drop the connection without a clean stop
+    client = sink._link.client  # the sink's own paho client: drop the connection without a clean stop
     client.disconnect()
     client.loop_stop()
     command("pause", "while-away")

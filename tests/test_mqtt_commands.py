@@ -215,8 +215,11 @@ def test_malformed_commands_through_the_broker_while_results_flow(commander, cap
         streamer.join()
     assert len(replies) == 30 and all(r["ok"] is False and r["error"] for r in replies)
     assert control.calls == [] and not control.paused
-    rejected = [r for r in caplog.records if "Rejected MQTT command" in r.getMessage()]
-    assert len(rejected) == 1, "30 rejects within the log interval: one line, the rest counted"
+    rejected = [r.getMessage() for r in caplog.records if "Rejected MQTT command" in r.getMessage()]
+    assert len(rejected) == 2, "30 rejects within the log interval: one line per kind, the rest counted"
+    assert [line.split(")")[0] for line in rejected] == ["Rejected MQTT command (malformed",
+                                                         "Rejected MQTT command (refused setting"]
+    assert sink.counters()["commands"]["rejected"] == {"malformed": 26, "setting": 4}
     seqs = [m.json()["seq"] for m in cmd.collector.wait_for(f"{cmd.prefix}/result", len(published))]
     assert seqs == published and len(published) > 10  # results kept flowing, none lost
     assert sink.connected and sink.counters()["dropped"] == 0

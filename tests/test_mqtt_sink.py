@@ -168,7 +168,9 @@ def test_broker_outage_queue_drops_oldest_counted_then_everything_resumes(broker
 
 def test_start_without_broker_then_broker_appears(tmp_path, collector_factory, sink_factory):
     broker = Broker(tmp_path / "late")  # port chosen, nothing listening yet
-    config = mqtt_config(broker, queue_size=4, reconnect={"initial_s": 1.5, "max_s": 1.5})
+    # 3 s between attempts: the broker starts and the collector subscribes before the next one
+    # (else the queued results, QoS 0, would go out before anyone listens).
+    config = mqtt_config(broker, queue_size=4, reconnect={"initial_s": 3.0, "max_s": 3.0})
     prefix = config.topic_prefix
     began = time.monotonic()
     sink = sink_factory(config, FakeControl())
@@ -179,11 +181,11 @@ def test_start_without_broker_then_broker_appears(tmp_path, collector_factory, s
     counters = sink.counters()
     assert (counters["queued"], counters["dropped"], counters["published"]) == (4, 6, 0)
     before = _failures(sink)
-    wait_until(lambda: _failures(sink) > before, timeout=5, what="a failed connection attempt")
+    wait_until(lambda: _failures(sink) > before, timeout=8, what="a failed connection attempt")
     try:
         broker.start()
         collector = collector_factory(broker, [f"{prefix}/result", f"{prefix}/stats"])
-        wait_until(lambda: sink.connected, timeout=5, what="sink connects once the broker is up")
+        wait_until(lambda: sink.connected, timeout=15, what="sink connects once the broker is up")
         sink.publish_result(make_result(10))
         seqs = [m.json()["seq"] for m in collector.wait_for(f"{prefix}/result", 5)]
         assert seqs == [6, 7, 8, 9, 10]  # queued ones first, in order, then the new one
@@ -205,8 +207,12 @@ def test_stop_without_ever_connecting_is_quick_and_quiet(tmp_path, caplog):
     sink.stop()
     assert time.monotonic() - began < 2.5
     counters = sink.counters()
-    assert counters.pop("outbox") == {"pending": 0, "bytes": 0, "evicted": 0, "durable": False, "in_flight": 0,
-                                      "delivered": 0, "refused": 0}  # (closed by stop())
+    outbox = counters.pop("outbox")
+    assert {key: outbox[key] for key in ("pending", "bytes", "evicted", "durable", "in_flight", "delivered",
+                                         "refused", "unwritten")} == \
+        {"pending": 0, "bytes": 0, "evicted": 0, "durable": False, "in_flight": 0, "delivered": 0, "refused": 0,
+         "unwritten": 0}  # (closed by stop())
+    assert counters.pop("commands") == {"handled": 0, "rejected": {}}
     assert counters | {"connect_failures": 0} == {"queued": 3, "dropped": 0, "expired": 0, "published": 0,
                                                   "errors": 0, "connect_failures": 0, "connects": 0,
                                                   "connected": False}

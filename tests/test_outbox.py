@@ -57,21 +57,24 @@ def test_only_the_newest_entry_of_a_topic_counts_as_newest(tmp_path: Path) -> No
 
 
 _WRITER = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, time
     sys.path.insert(0, sys.argv[1])
     from edgecam.publish.mqtt.outbox import Outbox
-    box = Outbox(__import__("pathlib").Path(sys.argv[2]), 1_000_000).open()
+    box = Outbox(__import__("pathlib").Path(sys.argv[2]), 1_000_000, batch_delay_s=float(sys.argv[4])).open()
     for i in range(int(sys.argv[3])):
         box.append("edgecam/dev/cam/door/state", b'{"n": %d}' % i, True)
+    time.sleep(float(sys.argv[5]))
     print("written", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: as a crash or a power cut leaves it
 """)
 
 
-def test_what_was_appended_survives_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay_s, wait_s", [(0.0, 0.0), (0.05, 1.0)])
+def test_what_was_appended_survives_sigkill(tmp_path: Path, delay_s: float, wait_s: float) -> None:
+    """Written at once (batch_delay_s 0), or within the batch delay (50 ms; the kill comes 1 s later)."""
     path = tmp_path / "o.sqlite3"
-    proc = subprocess.run([sys.executable, "-c", _WRITER, str(REPO), str(path), "25"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", _WRITER, str(REPO), str(path), "25", str(delay_s), str(wait_s)],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == -9 and proc.stdout.strip() == "written", proc.stderr
     assert (tmp_path / "o.sqlite3-wal").exists()  # committed in the WAL, not yet checkpointed
     pending = Outbox(path, 1_000_000).open().pending_after(0, 100)
@@ -86,7 +89,10 @@ def test_full_outbox_evicts_the_oldest_counts_and_logs(tmp_path: Path, caplog: p
     entries = [box.append(topic, _payload(i, 1000), True) for i in range(100)]
     per_entry = entries[0].size
     kept = 65_536 // per_entry
-    assert box.counters() == {"pending": kept, "bytes": kept * per_entry, "evicted": 100 - kept, "durable": True}
+    counters = box.counters()
+    assert {key: counters[key] for key in ("pending", "bytes", "evicted", "evicted_states", "durable")} == \
+        {"pending": kept, "bytes": kept * per_entry, "evicted": 100 - kept, "evicted_states": 100 - kept,
+         "durable": True}
     assert [e.id for e in box.pending_after(0, 1000)] == [e.id for e in entries[-kept:]]
     warnings = [r.getMessage() for r in caplog.records if "outbox full" in r.getMessage()]
     assert warnings[0] == "MQTT outbox full (65536 bytes): dropped the oldest state change (1 dropped so far)"
@@ -139,6 +145,7 @@ _FILL = textwrap.dedent("""
     assert box.durable
     for i in range(400):
         box.append("t", bytes(2000), True)
+    box.flush()
     box.delete([e.id for e in box.pending_after(0, 10)])
     print(len(box), box.durable, box.pending_after(0, 1)[0].id, flush=True)
 """)
@@ -153,7 +160,7 @@ def test_a_full_disk_is_one_error_and_nothing_is_lost_from_memory(tmp_path: Path
     script = f'mount -t tmpfs -o size=256k tmpfs "{disk}" && exec "$@"'
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                            sys.executable, "-c", _FILL, str(REPO), str(disk)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     count, durable, first_id = proc.stdout.split()
     assert (count, durable, first_id) == ("390", "False", "11")  # every entry kept, in memory

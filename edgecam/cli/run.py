@@ -86,16 +86,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.log_level)
     if model_note:
         log.info("%s", model_note)
-    from edgecam.service.daemon import Daemon  # after logging, so model loading logs show
+    # Imported after logging is set up, so model loading logs show.
+    from edgecam.service.daemon import Daemon
+    from edgecam.service.instance_lock import InstanceLock
 
-    daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration,
-                    read_config=lambda: resolve_default_model(load_run_config(args))[0],
-                    config_path=resolve_config_path(args.config))
-    _install_signal_handlers(daemon)
+    lock = InstanceLock(config.device_id).acquire()  # a second daemon with this device id stops here
     try:
+        daemon = Daemon(config, stdout_results=True if args.stdout else None, duration_s=args.duration,
+                        read_config=lambda: resolve_default_model(load_run_config(args))[0],
+                        config_path=resolve_config_path(args.config))
+        _install_signal_handlers(daemon)
         return daemon.run()
     except ModelError as err:  # no region could run: name the file, as every config error does
         raise ModelError(f"{resolve_config_path(args.config) or '<defaults>'}: {err}") from None
+    finally:
+        lock.release()
 
 
 def _install_signal_handlers(daemon: Any) -> None:

@@ -23,14 +23,15 @@ from edgecam.config.sections import Section, SourceConfig
 FULL_FRAME = (0.0, 0.0, 1.0, 1.0)
 DEFAULT_CAMERA = "default"
 DEFAULT_REGION = "full"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \A ... \Z, not ^ ... $: "$" also matches before a trailing newline ("door\n" would pass).
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 #: Topic names a device already uses directly under its prefix: no camera may take them.
 RESERVED_CAMERA_NAMES = frozenset({"status", "state", "result", "stats", "snapshot", "cmd"})
 TRIGGERS = ("every", "interval", "motion")
 
 
 def check_name(value: str, what: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not NAME_PATTERN.fullmatch(value):
         raise ValueError(f"{what} name {value!r} must be 1-64 letters, digits, '_' or '-' "
                          "(it becomes part of MQTT topics)")
     return value

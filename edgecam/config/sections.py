@@ -145,6 +145,8 @@ class TlsConfig(Section):
 class CommandsConfig(Section):
     enabled: bool = True
     max_payload_bytes: int = Field(4096, ge=16, le=1_000_000)
+    # Commands waiting for their worker; one that finds the queue full gets a "busy" reply.
+    queue_size: int = Field(32, ge=1, le=10_000)
 
 
 class DiscoveryConfig(Section):
@@ -158,6 +160,8 @@ class OutboxConfig(Section):
     enabled: bool = True  # false: state changes wait in memory only (lost on a restart)
     path: Optional[str] = None  # default: <state directory>/outbox-<device_id>.sqlite3
     max_bytes: int = Field(8_000_000, ge=65_536, le=2**32)
+    # The part of max_bytes on_change results may use: they never push a state change out.
+    result_share: float = Field(0.25, ge=0, le=0.9)
 
 
 class MqttConfig(Section):
@@ -255,8 +259,12 @@ class CollectConfig(Section):
     on_state_change: bool = True  # save the crop that confirmed a new state
     every_s: float = Field(900.0, ge=0, le=86400 * 7)  # and one at spread-out times (0 = never)
     min_interval_s: float = Field(5.0, ge=0, le=86400)  # automatic samples per region at most this often
-    max_files: int = Field(500, ge=1, le=1_000_000)  # per region, inbox and labels together
-    max_mb: float = Field(100.0, gt=0, le=1_000_000)  # per region
+    # Per region, each source within its own budget (edgecam/dataset/store.py): automatic samples
+    # in the inbox at most max_files and max_mb; captures (on request) at most max_captures and max_mb.
+    max_files: int = Field(500, ge=1, le=1_000_000)
+    max_mb: float = Field(100.0, gt=0, le=1_000_000)
+    max_captures: int = Field(200, ge=0, le=1_000_000)
+    capture_interval_s: float = Field(1.0, ge=0, le=3600)  # captures per region at most this often
     min_distance: int = Field(6, ge=0, le=64)  # dHash bits a new automatic sample must differ by
     jpeg_quality: int = Field(92, ge=50, le=100)
 

@@ -8,8 +8,13 @@ held. That costs a few comparisons; only a crop worth keeping is copied and queu
 at most once per ``min_interval_s`` per region. The thread then writes it with the
 region's RegionStore, which drops crops too similar to what the region already has.
 A full disk or a read-only folder is one clear log line (repeated at most every
-10 minutes) and the daemon keeps classifying. ``capture()`` saves one crop at once,
-for a command or the web page, with an optional label.
+10 minutes) and the daemon keeps classifying.
+
+``capture()`` saves one crop on request (an MQTT command, the web page), with an
+optional label: at most once per ``capture_interval_s`` per region (more are
+refused with CaptureRateLimited, and counted), and written by this thread too, so
+a slow disk or a big region never holds up the caller's thread for long; the
+caller waits for the answer, at most CAPTURE_WAIT_S.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
 
 import numpy as np
 
 from edgecam.config import CollectConfig
-from edgecam.dataset.store import DatasetError, RegionStore, Sample
+from edgecam.dataset.store import DatasetError, RegionStore, Sample, check_label
 from edgecam.heartbeat import Heartbeat
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region
@@ -32,8 +40,32 @@ from edgecam.result import Result
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 16
+QUEUE_SIZE = 16  # automatic crops waiting for the thread; more are dropped (counted)
+CAPTURE_QUEUE = 4  # captures waiting for the thread; more are refused
+CAPTURE_WAIT_S = 10.0  # how long capture() waits for the thread's answer
 ERROR_LOG_EVERY_S = 600.0
+
+
+class CaptureRateLimited(DatasetError):
+    """A capture came sooner than ``collect.capture_interval_s`` after the region's last one."""
+
+
+@dataclass
+class _Auto:
+    key: tuple[str, str]
+    crop: np.ndarray
+    reason: str
+
+
+@dataclass
+class _Capture:
+    key: tuple[str, str]
+    crop: np.ndarray
+    label: str | None
+    done: Future[Sample] = field(default_factory=Future)
+
+
+_Job = _Auto | _Capture
 
 
 class Collector:
@@ -43,15 +75,21 @@ class Collector:
         self._stores: dict[tuple[str, str], RegionStore] = {}  # made on first use: regions come and go
         self._stores_lock = threading.Lock()  # guards _stores (inference, collector, MQTT and web threads)
         self._stop = stop_event
-        self._queue: queue.Queue[tuple[tuple[str, str], np.ndarray, str]] = queue.Queue(QUEUE_SIZE)
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._auto_room = threading.Semaphore(QUEUE_SIZE)  # bounds the automatic jobs in the queue
+        self._capture_room = threading.Semaphore(CAPTURE_QUEUE)  # ... and the captures
+        self._capture_lock = threading.Lock()  # guards _last_capture (callers on several threads)
+        self._last_capture: dict[tuple[str, str], float] = {}
         self._last_saved: dict[tuple[str, str], float] = {}
         self._last_error: tuple[str, float] = ("", float("-inf"))
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.heartbeat = Heartbeat("collector")
         self.saved = 0
         self.not_new = 0  # too similar to a kept sample
         self.dropped = 0  # queue full, or the disk refused
         self.failed = 0
+        self.captured = 0
+        self.rate_limited = 0  # captures refused for coming too soon
 
     def start(self) -> None:
         self.heartbeat.beat()
@@ -73,13 +111,13 @@ class Collector:
             reason = self._reason(key, result, result.region in changed, now)
             if reason is None:
                 continue
-            try:
-                self._queue.put_nowait((key, by_name[result.region].crop(image).copy(), reason))
-                self._last_saved[key] = now
-            except queue.Full:
+            if not self._auto_room.acquire(blocking=False):
                 self.dropped += 1
+                continue
+            self._queue.put(_Auto(key, by_name[result.region].crop(image).copy(), reason))
+            self._last_saved[key] = now
 
-    def _reason(self, key: tuple[str, str], result: Result, changed: bool, now: float) -> Optional[str]:
+    def _reason(self, key: tuple[str, str], result: Result, changed: bool, now: float) -> str | None:
         cfg = self.cfg
         last = self._last_saved.get(key, float("-inf"))
         if now - last < cfg.min_interval_s:
@@ -92,14 +130,41 @@ class Collector:
             return "periodic"
         return None
 
-    # -- explicit captures (MQTT worker, web preview) ---------------------------------------
-    def capture(self, camera: str, region: str, crop: np.ndarray, label: Optional[str]) -> Sample:
-        store = self.store(camera, region)
-        sample = store.add(crop, "capture", label, force=True)
-        assert sample is not None
-        self.saved += 1
+    # -- explicit captures (MQTT command worker, web preview) -----------------------------
+    def capture(self, camera: str, region: str, crop: np.ndarray, label: str | None) -> Sample:
+        """Save ``crop`` on request, on the collector's thread. Raises CaptureRateLimited when
+        the region had a capture less than ``capture_interval_s`` ago, DatasetError otherwise."""
+        key = (camera, region)
+        self.store(camera, region)
+        if label is not None:
+            check_label(label)
+        if self._thread is None or not self._thread.is_alive():
+            raise DatasetError("the sample collector is not running")
+        self._admit(key)
+        if not self._capture_room.acquire(blocking=False):
+            raise DatasetError(f"{CAPTURE_QUEUE} captures are already waiting to be saved; try again later")
+        job = _Capture(key, crop, label)
+        self._queue.put(job)
+        if not self._thread.is_alive():  # it stopped just now: answer instead of waiting
+            self._refuse_waiting()
+        try:
+            sample = job.done.result(timeout=CAPTURE_WAIT_S)
+        except FutureTimeout:
+            raise DatasetError(f"saving the sample took longer than {CAPTURE_WAIT_S:g} s (a slow disk?); "
+                               "it is saved when the disk allows") from None
         log.info("collect: saved %s/%s/%s on request", camera, region, sample.id)
         return sample
+
+    def _admit(self, key: tuple[str, str]) -> None:
+        interval = self.cfg.capture_interval_s
+        now = time.monotonic()
+        with self._capture_lock:
+            last = self._last_capture.get(key, float("-inf"))
+            if now - last < interval:
+                self.rate_limited += 1
+                raise CaptureRateLimited(f"captures of {key[0]}/{key[1]} are limited to one per {interval:g} s "
+                                         "(collect.capture_interval_s)", "rate limited")
+            self._last_capture[key] = now
 
     def store(self, camera: str, region: str) -> RegionStore:
         """The region's store (the caller checked that the region runs)."""
@@ -108,7 +173,7 @@ class Collector:
             if store is None:
                 cfg = self.cfg
                 store = RegionStore(self.root / camera / region, cfg.max_files, cfg.max_mb, cfg.min_distance,
-                                    cfg.jpeg_quality)
+                                    cfg.jpeg_quality, cfg.max_captures)
                 self._stores[(camera, region)] = store
             return store
 
@@ -117,10 +182,39 @@ class Collector:
         while not self._stop.is_set():
             self.heartbeat.beat()
             try:
-                key, crop, reason = self._queue.get(timeout=0.2)
+                job = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._save(key, crop, reason)
+            if isinstance(job, _Capture):
+                self._capture_room.release()
+                self._save_capture(job)
+            else:
+                self._auto_room.release()
+                self._save(job.key, job.crop, job.reason)
+        self._refuse_waiting()
+
+    def _save_capture(self, job: _Capture) -> None:
+        try:
+            sample = self.store(*job.key).capture(job.crop, job.label)
+        except DatasetError as err:
+            job.done.set_exception(err)
+            return
+        except Exception as err:
+            log.exception("collect: capturing a sample of %s/%s failed", *job.key)
+            job.done.set_exception(DatasetError(f"internal error: {type(err).__name__}: {err}"))
+            return
+        self.captured += 1
+        job.done.set_result(sample)
+
+    def _refuse_waiting(self) -> None:
+        """Stopping: captures still queued get an answer instead of a timeout."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Capture):
+                job.done.set_exception(DatasetError("edgecam is stopping; the sample was not saved"))
 
     def _save(self, key: tuple[str, str], crop: np.ndarray, reason: str) -> None:
         try:
@@ -148,4 +242,5 @@ class Collector:
             self._last_error = (reason, now)
 
     def counters(self) -> dict[str, int]:
-        return {"saved": self.saved, "not_new": self.not_new, "dropped": self.dropped, "failed": self.failed}
+        return {"saved": self.saved, "not_new": self.not_new, "dropped": self.dropped, "failed": self.failed,
+                "captured": self.captured, "rate_limited": self.rate_limited}

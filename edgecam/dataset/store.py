@@ -3,13 +3,21 @@
 Plain folders (an ImageFolder), so a file manager works as well as the label
 page, and ``edgecam train DATASET/<camera>/<region>`` reads them as they are.
 
-The store keeps the region within ``max_files`` and ``max_mb``. Automatic
-samples go to ``inbox/`` only when they are new enough: a 64-bit difference
-hash (dHash, ~0.05 ms on a crop) is compared with every sample the region
-already has, and a crop within ``min_distance`` bits of one is not kept. At
-the cap, the inbox sample with the closest neighbour makes room (labelled
-samples are the user's and are never evicted). Files are written to a
-temporary name and renamed, so a crash never leaves half a JPEG.
+Each source of samples has its own budget, so one never pushes the other out:
+
+* automatic samples (the collector's: ``low-score``, ``state-change``,
+  ``periodic``) still in ``inbox/``: at most ``max_files`` files and ``max_mb``.
+  They go in only when new enough: a 64-bit difference hash (dHash, ~0.05 ms on
+  a crop) is compared with every sample the region already has, and a crop within
+  ``min_distance`` bits of one is not kept. At the cap, the automatic inbox
+  sample with the closest neighbour makes room.
+* captures (saved on request: the ``capture`` command, the web page; their file
+  names say ``_capture_``), in any folder: at most ``max_captures`` files and
+  ``max_mb``. At the cap a capture is refused with a clear error; it never evicts
+  anything.
+* samples the user labelled are the user's: never evicted, counted in neither.
+
+Files are written to a temporary name and renamed, so a crash never leaves half a JPEG.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -32,8 +39,10 @@ from edgecam.errors import EdgecamError
 log = logging.getLogger(__name__)
 
 INBOX = "inbox"
-LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-SAMPLE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\.jpg$")
+CAPTURE = "capture"  # the reason (in the file name) of samples saved on request
+# \A ... \Z and fullmatch: "$" would also match before a trailing newline ("open\n").
+LABEL_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+SAMPLE_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\.jpg\Z")
 
 
 class DatasetError(EdgecamError):
@@ -46,7 +55,7 @@ class DatasetError(EdgecamError):
 
 
 def check_label(label: str) -> str:
-    if label == INBOX or not LABEL_PATTERN.match(label):
+    if label == INBOX or not LABEL_PATTERN.fullmatch(label):
         raise DatasetError(f"label {label[:64]!r} must be 1-64 letters, digits, '_' or '-' (and not {INBOX!r})")
     return label
 
@@ -74,36 +83,43 @@ class Sample:
         return f"{self.label}/{self.name}"
 
 
+def is_capture(sample: Sample) -> bool:
+    """True for a sample saved on request (its file name carries the reason)."""
+    return f"_{CAPTURE}_" in sample.name
+
+
 class RegionStore:
     """The samples of one region. Thread-safe: the collector thread writes, the web
     page and MQTT commands list, move and delete."""
 
-    def __init__(self, root: Path, max_files: int, max_mb: float, min_distance: int, jpeg_quality: int = 90) -> None:
+    def __init__(self, root: Path, max_files: int, max_mb: float, min_distance: int, jpeg_quality: int = 90,
+                 max_captures: int = 200) -> None:
         self.root = root
         self.max_files = max_files
         self.max_bytes = int(max_mb * 2**20)
+        self.max_captures = max_captures
         self.min_distance = min_distance
         self.jpeg_quality = jpeg_quality
         self._lock = threading.Lock()
-        self._hashes: Optional[dict[str, int]] = None  # sample id -> dHash, loaded on first use
+        self._hashes: dict[str, int] | None = None  # sample id -> dHash, loaded on first use
         self._seq = 0
 
     # -- reading ------------------------------------------------------------------------
     def samples(self) -> list[Sample]:
-        found = []
+        found: list[Sample] = []
         if not self.root.is_dir():
             return found
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if folder.name != INBOX and not LABEL_PATTERN.match(folder.name):
+            if folder.name != INBOX and not LABEL_PATTERN.fullmatch(folder.name):
                 continue
             for file in sorted(folder.glob("*.jpg")):
-                if SAMPLE_PATTERN.match(file.name):
+                if SAMPLE_PATTERN.fullmatch(file.name):
                     found.append(Sample(folder.name, file.name, file.stat().st_size))
         return found
 
     def path_of(self, sample_id: str) -> Path:
         label, _, name = sample_id.partition("/")
-        if not ((label == INBOX or LABEL_PATTERN.match(label)) and SAMPLE_PATTERN.match(name)):
+        if not ((label == INBOX or LABEL_PATTERN.fullmatch(label)) and SAMPLE_PATTERN.fullmatch(name)):
             raise DatasetError(f"no such sample {sample_id[:100]!r}")
         path = self.root / label / name
         if not path.is_file():
@@ -115,24 +131,37 @@ class RegionStore:
         return len(samples), sum(s.size for s in samples)
 
     # -- writing ------------------------------------------------------------------------
-    def add(self, crop: np.ndarray, reason: str, label: Optional[str] = None, force: bool = False) -> Optional[Sample]:
-        """Save ``crop`` (to ``label`` or the inbox). Returns the sample, or None when it is
-        not new enough (automatic samples only; ``force`` skips the novelty test).
-        Raises DatasetError when the cap cannot be kept or the disk refuses."""
-        folder = INBOX if label is None else check_label(label)
-        ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality])
-        if not ok:
-            raise DatasetError("could not encode the sample as JPEG")
-        data = buf.tobytes()
-        code = dhash(crop)
+    def add(self, crop: np.ndarray, reason: str) -> Sample | None:
+        """Save an automatic sample to the inbox. Returns it, or None when it is not new enough
+        (or not newer than the automatic sample it would evict). Raises DatasetError when the
+        disk refuses."""
+        if reason == CAPTURE:
+            raise ValueError("captures go through capture()")
+        data, code = self._encode(crop)
         with self._lock:
             hashes = self._load_hashes()
             nearest = min((distance(code, h) for h in hashes.values()), default=64)
-            if not force and nearest < self.min_distance:
+            if nearest < self.min_distance or not self._make_room(len(data), nearest):
                 return None
-            if not self._make_room(len(data), nearest, force):
-                return None
-            sample = self._write(folder, reason, data)
+            sample = self._write(INBOX, reason, data)
+            hashes[sample.id] = code
+        return sample
+
+    def capture(self, crop: np.ndarray, label: str | None = None) -> Sample:
+        """Save a sample on request (to ``label``, else the inbox), within the captures' own
+        budget; never evicts. Raises DatasetError when that budget is spent or the disk refuses."""
+        folder = INBOX if label is None else check_label(label)
+        data, code = self._encode(crop)
+        with self._lock:
+            hashes = self._load_hashes()
+            captures = [s for s in self.samples() if is_capture(s)]
+            size = sum(s.size for s in captures)
+            if len(captures) + 1 > self.max_captures or size + len(data) > self.max_bytes:
+                raise DatasetError(
+                    f"the region's captures are full ({len(captures)} files, {size / 2**20:.2f} MB; "
+                    f"collect.max_captures {self.max_captures}, collect.max_mb {self.max_bytes / 2**20:g}): "
+                    "delete some, or raise the limits. Automatic samples are not touched.", "captures full")
+            sample = self._write(folder, CAPTURE, data)
             hashes[sample.id] = code
         return sample
 
@@ -168,32 +197,30 @@ class RegionStore:
                     self._hashes[sample.id] = dhash(image)
         return self._hashes
 
-    def _make_room(self, incoming: int, novelty: int, force: bool) -> bool:
-        """Evict the least new inbox samples until ``incoming`` bytes fit. False when an
-        automatic sample is not newer than what it would evict (it is not kept)."""
-        samples = self.samples()
-        count, size = len(samples), sum(s.size for s in samples)
-        inbox = [s for s in samples if s.label == INBOX]
+    def _make_room(self, incoming: int, novelty: int) -> bool:
+        """Evict the least new automatic inbox samples until ``incoming`` bytes fit in their
+        budget. False when the new sample is not newer than what it would evict (not kept)."""
+        auto = [s for s in self.samples() if s.label == INBOX and not is_capture(s)]
+        count, size = len(auto), sum(s.size for s in auto)
         while count + 1 > self.max_files or size + incoming > self.max_bytes:
-            victim = self._least_novel(inbox)
+            victim = self._least_novel(auto)
             if victim is None:
-                raise DatasetError(f"the region's dataset is full ({count} files, {size / 2**20:.2f} MB; "
-                                   f"collect.max_files {self.max_files}, collect.max_mb "
-                                   f"{self.max_bytes / 2**20:g}) and its inbox is empty")
-            if not force and victim[1] >= novelty:
+                raise DatasetError(f"a sample of {incoming / 2**20:.2f} MB is larger than collect.max_mb "
+                                   f"({self.max_bytes / 2**20:g})", "sample too large")
+            if victim[1] >= novelty:
                 return False
             sample = victim[0]
             (self.root / sample.label / sample.name).unlink(missing_ok=True)
             assert self._hashes is not None
             self._hashes.pop(sample.id, None)
-            inbox.remove(sample)
+            auto.remove(sample)
             count, size = count - 1, size - sample.size
         return True
 
-    def _least_novel(self, inbox: list[Sample]) -> Optional[tuple[Sample, int]]:
-        """The inbox sample whose nearest other sample is closest (most redundant)."""
+    def _least_novel(self, inbox: list[Sample]) -> tuple[Sample, int] | None:
+        """The sample of ``inbox`` whose nearest other sample is closest (most redundant)."""
         assert self._hashes is not None
-        best: Optional[tuple[Sample, int]] = None
+        best: tuple[Sample, int] | None = None
         for sample in inbox:
             code = self._hashes.get(sample.id)
             if code is None:
@@ -202,6 +229,12 @@ class RegionStore:
             if best is None or nearest < best[1]:
                 best = (sample, nearest)
         return best
+
+    def _encode(self, crop: np.ndarray) -> tuple[bytes, int]:
+        ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality])
+        if not ok:
+            raise DatasetError("could not encode the sample as JPEG")
+        return buf.tobytes(), dhash(crop)
 
     def _write(self, folder: str, reason: str, data: bytes) -> Sample:
         directory = self.root / folder

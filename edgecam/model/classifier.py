@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import onnxruntime as ort
+import onnxruntime as ort  # type: ignore[import-untyped]
 
 from edgecam.errors import ModelError
 from edgecam.model.metadata import LAYOUT_NHWC_UINT8, info_from_props
@@ -65,7 +65,7 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
     options.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises several private exception types
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
         raise ModelError(f"{path.name}: not a valid ONNX model ({_ort_reason(err)})") from None
 
 
@@ -159,9 +159,13 @@ class Classifier:
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
         try:
-            return self._session.run([self._output_name], {self._input_name: tensor}, self._run_options)[0]
-        except Exception as err:
+            out = self._session.run([self._output_name], {self._input_name: tensor}, self._run_options)[0]
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
             raise ModelError(f"{self.path.name}: inference failed ({err})") from None
+        if not np.isfinite(out).all():
+            # A failed classification, never a result: NaN would reach MQTT and the JSON API.
+            raise ModelError(f"{self.path.name}: the model gave non-finite outputs (NaN or infinity)")
+        return out
 
     @property
     def input_dims(self) -> list:

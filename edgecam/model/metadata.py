@@ -10,6 +10,7 @@ onnx (the runtime reads the properties through onnxruntime).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,12 +136,36 @@ def _parse(props: Mapping[str, str], source: str) -> ModelInfo:
 
 def _json(props: Mapping[str, str], key: str, kind: type) -> Any:
     try:
-        value = json.loads(props[key])
+        value = json.loads(props[key], parse_constant=_refuse_constant)
     except json.JSONDecodeError as err:
         raise ValueError(f"{key} is not valid JSON ({err.msg})") from None
+    except _NonFinite as err:
+        raise ValueError(f"{key} holds {err}, not a finite number") from None
+    if not _all_finite(value):
+        # NaN or infinity (1e999 reads as infinity) in normalization would make every output
+        # NaN; anywhere else it would reach a JSON payload, which standard parsers reject.
+        raise ValueError(f"{key} holds a number that is not finite (NaN or infinity)")
     if not isinstance(value, kind):
-        raise ValueError(f"{key} must be a JSON {kind.__name__}")
+        raise TypeError(f"{key} must be a JSON {kind.__name__}")
     return value
+
+
+class _NonFinite(ValueError):
+    """NaN, Infinity or -Infinity in a metadata value (Python's json reads them; JSON has none)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _triple(props: Mapping[str, str], key: str) -> tuple[float, float, float]:

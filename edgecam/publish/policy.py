@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Optional
 
 from edgecam.config import PublishConfig
 from edgecam.model.types import Label
@@ -42,7 +41,7 @@ class PublishPolicy(ABC):
     def __init__(self, cfg: PublishConfig) -> None:
         self.min_score = cfg.min_score
 
-    def admit(self, result: Result, now_mono: float) -> Optional[Result]:
+    def admit(self, result: Result, now_mono: float) -> Result | None:
         """The result to publish (maybe relabelled, marked durable), or None to suppress it."""
         result = apply_min_score(result, self.min_score)
         if not self._decide(result, now_mono):
@@ -74,7 +73,7 @@ class OnChangePolicy(PublishPolicy):
         super().__init__(cfg)
         self.change_delta = cfg.change_delta
         self.heartbeat_s = cfg.heartbeat_s
-        self._last: Optional[Label] = None
+        self._last: Label | None = None
         self._last_mono = 0.0
 
     def _decide(self, result: Result, now_mono: float) -> bool:
@@ -85,7 +84,7 @@ class OnChangePolicy(PublishPolicy):
         self._last_mono = now_mono
         return True
 
-    def _changed(self, top1: Optional[Label]) -> bool:
+    def _changed(self, top1: Label | None) -> bool:
         assert self._last is not None
         if top1 is None:
             return self._last.label != ""
@@ -101,7 +100,7 @@ class IntervalPolicy(PublishPolicy):
     def __init__(self, cfg: PublishConfig) -> None:
         super().__init__(cfg)
         self.period_s = 1.0 / cfg.interval_hz
-        self._last_mono: Optional[float] = None
+        self._last_mono: float | None = None
 
     def _decide(self, result: Result, now_mono: float) -> bool:
         if self._last_mono is not None and now_mono - self._last_mono < self.period_s:

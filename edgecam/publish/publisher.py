@@ -20,7 +20,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from edgecam.heartbeat import Heartbeat
 from edgecam.publish.sink import Sink
@@ -34,7 +35,7 @@ DRAIN_S = 0.3  # how long the thread keeps delivering queued items after a stop
 
 class PublisherThread:
     def __init__(self, make_policy: Callable[[], Any], queue_size: int, stop_event: threading.Event,
-                 on_published: Optional[Callable[[Result], None]] = None) -> None:
+                 on_published: Callable[[Result], None] | None = None) -> None:
         self.sinks: list[Sink] = []  # given to start(): the MQTT sink needs the daemon's control surface
         self._make_policy = make_policy
         # One policy per (camera, region): "on_change" means a change of that region's result.
@@ -43,7 +44,7 @@ class PublisherThread:
         self._changes: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()  # region states: never dropped
         self._stop = stop_event
         self._on_published = on_published
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._counter_lock = threading.Lock()  # guards the counters below (submitters vs publisher)
         self.dropped = 0
         self.published = 0
@@ -67,7 +68,7 @@ class PublisherThread:
         for sink in self.sinks:
             try:
                 sink.stop()
-            except Exception:  # noqa: BLE001 - one failing sink must not block the others' shutdown
+            except Exception:
                 log.exception("sink %s failed to stop cleanly", sink.name)
 
     @property
@@ -159,7 +160,7 @@ class PublisherThread:
                     sink.publish_region_state(payload)
                 else:
                     sink.publish_state(payload)
-            except Exception:  # noqa: BLE001 - a sink bug must not kill publishing
+            except Exception:
                 log.exception("sink %s failed to publish %s", sink.name, kind)
 
     def _policy_for(self, result: Result) -> Any:
@@ -180,7 +181,7 @@ class PublisherThread:
         for sink in self.sinks:
             try:
                 sink.publish_result(handed)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("sink %s failed to publish a result", sink.name)
         with self._counter_lock:
             self.published += 1

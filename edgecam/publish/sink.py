@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from typing import Any
 
 from edgecam.result import Result
 
@@ -37,7 +37,7 @@ class Sink(ABC):
         """Deliver one region's new debounced state (RegionState.to_payload()); retained
         where the transport has that notion, and re-sent after every reconnect."""
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         """Why this sink cannot deliver right now (e.g. its reader stopped reading), or None.
         Must return at once: the daemon's health check calls it."""
         return None

@@ -16,16 +16,15 @@ so exiting never blocks on flushing it.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import select
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 from edgecam.publish.sink import Sink
-from edgecam.result import Result
+from edgecam.result import Result, encode_json
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +34,16 @@ WRITE_TIMEOUT_S = 1.0
 class StdoutSink(Sink):
     name = "stdout"
 
-    def __init__(self, stream: Optional[TextIO] = None, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
+    def __init__(self, stream: TextIO | None = None, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self._stream = stream or sys.stdout
         self._fd = _fileno(self._stream)
         self._timeout = write_timeout_s
-        self._stalled_since: Optional[float] = None
+        self._stalled_since: float | None = None
         self._closed = False  # the reader went away for good (EPIPE)
         self.dropped = 0
 
     def publish_result(self, result: Result) -> None:
-        line = json.dumps(result.to_payload(), separators=(",", ":")) + "\n"
+        line = encode_json(result.to_payload()).decode("utf-8") + "\n"
         if self._closed:
             return
         if self._fd is None:
@@ -53,7 +52,7 @@ class StdoutSink(Sink):
             return
         self._write(line.encode("utf-8"))
 
-    def problem(self) -> Optional[str]:
+    def problem(self) -> str | None:
         since = self._stalled_since
         if since is None:
             return None
@@ -79,7 +78,7 @@ class StdoutSink(Sink):
             self._stalled_since = None
 
 
-def _fileno(stream: TextIO) -> Optional[int]:
+def _fileno(stream: TextIO) -> int | None:
     try:
         return stream.fileno()
     except (AttributeError, io.UnsupportedOperation, ValueError):

@@ -10,7 +10,6 @@ an idle keep-alive connection.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import socket
 import time
@@ -18,6 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Optional
 from urllib.parse import parse_qs
 
+from edgecam.result import encode_json
 from edgecam.web.errors import Busy, HttpError
 from edgecam.web.guards import SAFE_METHODS, basic_auth_ok, same_origin
 from edgecam.web.limits import DeadlineReader
@@ -142,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def send_json(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None:
-        self.send_bytes(status, json.dumps(payload, default=str).encode("utf-8"), "application/json", headers)
+        self.send_bytes(status, encode_json(payload), "application/json", headers)  # strict: no NaN
 
     def follow_progress(self, min_bytes_per_s: float) -> None:
         """This request's body may take longer than request_timeout_s while it keeps arriving."""

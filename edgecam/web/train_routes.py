@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from edgecam.config.writer import DELETE
+from edgecam.dataset.collector import CaptureRateLimited
 from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
 from edgecam.web.request import Request
@@ -66,6 +67,8 @@ def _call(fn: Any, *args: Any) -> Any:
     """Control calls: a bad name or a refused file is the client's 4xx, never a 500."""
     try:
         return fn(*args)
+    except CaptureRateLimited as err:
+        raise HttpError(429, str(err), {"Retry-After": "1"}) from None
     except ModelError as err:
         raise HttpError(422, str(err)) from None
     except ConfigError as err:

@@ -23,7 +23,7 @@ from edgecam.web.errors import HttpError
 MAX_PARTS = 16  # form fields scanned for a file before giving up
 MAX_PART_HEADER = 8192  # bytes of headers per part
 FILE_FIELDS = ("image", "file")  # a part with one of these names counts as a file even without a filename
-_BOUNDARY_CHARS = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")  # RFC 2046 bchars
+_BOUNDARY_CHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{1,70}")  # RFC 2046 bchars (fullmatch)
 _HOW = "Content-Type: image/jpeg (or another image/* type) with the file as the body, or a multipart/form-data form"
 
 
@@ -63,7 +63,7 @@ def boundary_of(content_type: str) -> bytes:
     message = Message()
     message["Content-Type"] = content_type
     boundary = message.get_param("boundary")
-    if not isinstance(boundary, str) or not _BOUNDARY_CHARS.match(boundary) or boundary.endswith(" "):
+    if not isinstance(boundary, str) or not _BOUNDARY_CHARS.fullmatch(boundary) or boundary.endswith(" "):
         raise HttpError(400, "multipart/form-data needs a boundary of 1 to 70 characters (RFC 2046)")
     return boundary.encode("ascii")
 

@@ -12,8 +12,9 @@ and a subscriber that records every result and region state. In order:
 1. the broker stopped and started again several times: results resume, and no state change is lost;
 2. HTTP load (bench_http.run_load) with a slow-drip client and a decompression bomb thrown in;
 3. fuzzed requests, commands (retained ones included) and config files (edgecam/bench/reliability/fuzz.py);
-4. a soak: RSS, threads and open files sampled, with growth limits;
-5. the books: results the daemon handed over = received + dropped + expired; every region's state
+4. hostile model files deployed by reload, and a flood of commands (edgecam/bench/reliability/deploys.py);
+5. a soak: RSS, threads and open files sampled, with growth limits;
+6. the books: results the daemon handed over = received + dropped + expired; every region's state
    chain (each change's ``previous`` is the last state received) unbroken and as long as the
    daemon's own count; a clean SIGTERM; no traceback and no foreign line (OpenCV, libpng) in its log.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from typing import Any
 from edgecam.bench.common import host_line, load
 from edgecam.bench.fleet.load import Mosquitto
 from edgecam.bench.http import hostile_uploads, run_load, sample_jpeg
+from edgecam.bench.reliability import deploys
 from edgecam.bench.reliability.fuzz import fuzz_commands, fuzz_configs, fuzz_http
 from edgecam.bench.reliability.watch import Daemon, Sampler, Subscriber, http_get
 
@@ -64,15 +67,17 @@ class Plan:
     soak_s: float
     sample_s: float
     rss_growth_mb: float
+    flood_s: float
     fixed_examples: bool  # the fuzzers draw the same examples every run (CI), or new ones
 
 
 def plan(args: argparse.Namespace) -> Plan:
     if args.short:
         return Plan(restarts=3, down_s=2.0, load_s=6.0, fuzz_http=400, fuzz_commands=100, fuzz_configs=300,
-                    soak_s=30.0, sample_s=1.0, rss_growth_mb=16.0, fixed_examples=True)
+                    soak_s=30.0, sample_s=1.0, rss_growth_mb=16.0, flood_s=5.0, fixed_examples=True)
     return Plan(restarts=5, down_s=3.0, load_s=20.0, fuzz_http=1000, fuzz_commands=300, fuzz_configs=1000,
-                soak_s=args.minutes * 60.0, sample_s=5.0, rss_growth_mb=16.0, fixed_examples=False)
+                soak_s=args.minutes * 60.0, sample_s=5.0, rss_growth_mb=16.0, flood_s=30.0,
+                fixed_examples=False)
 
 
 def model_path() -> Path:
@@ -101,7 +106,8 @@ def daemon_config(workdir: Path, model: Path, broker_port: int) -> dict[str, Any
         "device_id": "rel", "log_level": "INFO",
         "cameras": {"demo": {"uri": "demo", "fps": 30, "regions": {
             "full": {"confirm": 3},
-            "centre": {"box": [0.2, 0.1, 0.8, 0.9], "trigger": "interval", "interval_s": 0.5, "confirm": 2}}}},
+            "centre": {"box": [0.2, 0.1, 0.8, 0.9], "trigger": "interval", "interval_s": 0.5, "confirm": 2,
+                       "model": str(workdir / "centre.onnx")}}}},
         "model": {"path": str(model), "threads": 2},
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "qos": 1, "queue_size": 4096, "result_expiry_s": 600,
                  "reconnect": {"initial_s": 0.2, "max_s": 2.0},
@@ -121,6 +127,7 @@ class Harness:
         self.broker.start()
         self.sub = Subscriber(self.broker.port, PREFIX)
         config = workdir / "config.yaml"
+        shutil.copy(model_path(), workdir / "centre.onnx")  # region centre's own file: deploys replace it
         config.write_text(json.dumps(daemon_config(workdir, model_path(), self.broker.port)))
         self.daemon = Daemon(config, REPO)
         self.sampler = Sampler(self.daemon.pid, self.plan.sample_s)
@@ -236,6 +243,10 @@ class Harness:
         self.row("results flow again after the fuzz (resume, default settings)",
                  "yes" if flowing < float("inf") else "no", "within 15 s", flowing < float("inf"))
 
+    def deploys(self, idle: float) -> None:
+        deploys.model_faults(self.sub, self.dir / "centre.onnx", model_path(), self.dir, idle, self.row)
+        deploys.command_flood(self.sub, self.daemon, idle, self.row, seconds=self.plan.flood_s)
+
     def soak(self) -> None:
         mark = len(self.sampler.samples)
         end = time.monotonic() + self.plan.soak_s
@@ -304,6 +315,7 @@ def main() -> int:
             harness.broker_restarts()
             harness.http_load(idle)
             harness.fuzz()
+            harness.deploys(idle)
             harness.soak()
             harness.books()
             harness.finish()

@@ -176,6 +176,7 @@ class Subscriber:
         self._result_times: list[float] = []  # arrival of each new distinct result
         self._states: dict[str, OrderedDict[tuple[str, str], dict]] = {}
         self._replies: dict[str, float] = {}
+        self._reply_payloads: dict[str, dict[str, Any]] = {}  # command id -> its reply
         self._probe_ids = itertools.count()
         self._connected = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgecam-reliability-subscriber",
@@ -214,6 +215,7 @@ class Subscriber:
                 chain.setdefault((payload["label"], payload["since"]), payload)  # replays and repeats: once
             elif parts == ["cmd", "response"] and isinstance(payload, dict) and isinstance(payload.get("id"), str):
                 self._replies[payload["id"]] = now
+                self._reply_payloads[payload["id"]] = payload
 
     # -- results and states ---------------------------------------------------------------------
 
@@ -273,6 +275,18 @@ class Subscriber:
                 if probe_id in self._replies:
                     return self._replies[probe_id] - started
             time.sleep(0.01)
+        return None
+
+    def command(self, payload: dict[str, Any], timeout_s: float = 60.0) -> Optional[dict[str, Any]]:
+        """Send a command with a fresh id; its reply, or None when none came in time."""
+        command_id = f"cmd-{next(self._probe_ids)}"
+        self.publish_command(json.dumps({**payload, "id": command_id}).encode(), False)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if command_id in self._reply_payloads:
+                    return self._reply_payloads[command_id]
+            time.sleep(0.02)
         return None
 
     def close(self) -> None:

@@ -18,29 +18,35 @@ Every command gets one reply on ``<prefix>/cmd/response``:
 ``{"ok": true, "cmd": ..., "id": ..., ...}`` or ``{"ok": false, "error": "..."}``.
 
 ``parse_command`` only parses and validates (no I/O, property-tested);
-``handle_command`` never raises, so a hostile payload cannot hurt the MQTT thread.
+``handle_command`` never raises, so a hostile payload cannot hurt the MQTT thread,
+and says what kind of rejection each failure is (``rejects.KINDS``), for the log.
+Commands run on their own worker (``command_worker.py``), never on the thread
+that delivers state changes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 from edgecam.config.cameras import NAME_PATTERN
 from edgecam.control.protocol import DaemonControl
-from edgecam.control.settings import REGION_SETTINGS, SETTINGS, check_region_setting, check_setting
+from edgecam.control.settings import (
+    REGION_SETTINGS,
+    SETTINGS,
+    check_region_setting,
+    check_setting,
+)
+from edgecam.dataset.collector import CaptureRateLimited
 from edgecam.errors import ConfigError, EdgecamError
+from edgecam.result import encode_json
 
 logger = logging.getLogger(__name__)
 
-#: Rejected commands are logged at most this often (with a count of the rest), so a
-#: client hammering the topic with junk cannot flood the journal. Each still gets a reply.
-REJECT_LOG_INTERVAL_S = 10.0
-
-CommandId = Union[str, int]
+CommandId = str | int
 COMMANDS = ("pause", "resume", "snapshot", "set", "status", "capture", "reload")
 # The keys naming what a command acts on, besides its settings.
 TARGETS: dict[str, tuple[str, ...]] = {"pause": ("camera",), "resume": ("camera",), "snapshot": ("camera",),
@@ -53,28 +59,33 @@ MAX_ID_CHARS = 128
 @dataclass(frozen=True)
 class Command:
     cmd: str
-    id: Optional[CommandId] = None
+    id: CommandId | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
-    camera: Optional[str] = None
-    region: Optional[str] = None
+    camera: str | None = None
+    region: str | None = None
 
 
 class CommandError(ValueError):
-    """A rejected command; ``cmd`` and ``id`` are echoed when they were readable."""
+    """A rejected command; ``cmd`` and ``id`` are echoed when they were readable. ``kind``
+    says why, for the log (a key of ``rejects.KINDS``)."""
 
-    def __init__(self, message: str, cmd: Optional[str] = None, id: Optional[CommandId] = None) -> None:
+    def __init__(self, message: str, cmd: str | None = None, id: CommandId | None = None,
+                 kind: str = "malformed") -> None:
         super().__init__(message)
         self.cmd = cmd
         self.id = id
+        self.kind = kind
 
 
 @dataclass
 class Outcome:
-    """What the MQTT side must send: always a reply, maybe a snapshot / a new state."""
+    """What the MQTT side must send: always a reply, maybe a snapshot / a new state.
+    ``rejected`` is the kind of rejection (None: the command ran)."""
 
     reply: dict[str, Any]
-    snapshot: Optional[bytes] = None
-    state: Optional[dict[str, Any]] = None
+    snapshot: bytes | None = None
+    state: dict[str, Any] | None = None
+    rejected: str | None = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -100,7 +111,7 @@ def _decode(payload: bytes, max_bytes: int) -> Any:
         raise CommandError("invalid JSON: nested too deeply") from None
 
 
-def _read_id(obj: dict[str, Any]) -> Optional[CommandId]:
+def _read_id(obj: dict[str, Any]) -> CommandId | None:
     value = obj.get("id")
     if value is None:
         return None
@@ -111,20 +122,20 @@ def _read_id(obj: dict[str, Any]) -> Optional[CommandId]:
     return value
 
 
-def _check_setting(key: str, value: Any, cmd: str, cid: Optional[CommandId], region: bool) -> Any:
+def _check_setting(key: str, value: Any, cmd: str, cid: CommandId | None, region: bool) -> Any:
     try:
         return check_region_setting(key, value) if region else check_setting(key, value)
     except ConfigError as err:
-        raise CommandError(str(err), cmd, cid) from None
+        raise CommandError(str(err), cmd, cid, "setting") from None
 
 
-def _read_targets(obj: dict[str, Any], cmd: str, cid: Optional[CommandId]) -> dict[str, str]:
+def _read_targets(obj: dict[str, Any], cmd: str, cid: CommandId | None) -> dict[str, str]:
     targets = {}
     for key in TARGETS[cmd]:
         value = obj.get(key)
         if value is None:
             continue
-        if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
             raise CommandError(f"{key} must be a {key} name (letters, digits, '_', '-')", cmd, cid)
         targets[key] = value
     if cmd == "set" and len(targets) == 1:
@@ -193,62 +204,58 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
     elif command.cmd == "snapshot":
         jpeg = control.snapshot_jpeg(command.camera)
         if jpeg is None:
-            raise CommandError("no snapshot available yet (no result so far)", command.cmd, command.id)
+            raise CommandError("no snapshot available yet (no result so far)", command.cmd, command.id, "failed")
         outcome.snapshot = bytes(jpeg)
         reply["bytes"] = len(jpeg)
-    if command.cmd != "snapshot":
+    if command.cmd not in ("snapshot", "capture"):  # (those change nothing in the state)
         outcome.state = control.state()
         if command.cmd == "status":
             reply["state"] = outcome.state
     return outcome
 
 
-def handle_command(payload: bytes, control: Optional[DaemonControl], max_bytes: int,
-                   reject_log: Optional[Callable[[CommandError], None]] = None) -> Outcome:
-    """Parse + execute; every failure becomes an error reply and one log line. Never raises."""
-    command: Optional[Command] = None
+def handle_command(payload: bytes, control: DaemonControl | None, max_bytes: int,
+                   reject_log: Callable[[str, str], None] | None = None,
+                   check_target: Callable[[Command], None] | None = None) -> Outcome:
+    """Parse, check the targets, execute; every failure becomes an error reply and goes to
+    ``reject_log(kind, message)`` (default: one log line each). Never raises."""
+    command: Command | None = None
+    log = reject_log or _log_rejected
     try:
         command = parse_command(payload, max_bytes)
         if control is None:
-            raise CommandError("commands are not available (no daemon control)", command.cmd, command.id)
+            raise CommandError("commands are not available (no daemon control)", command.cmd, command.id, "failed")
+        if check_target is not None:
+            check_target(command)
         return execute(command, control)
     except CommandError as err:
-        (reject_log or _log_rejected)(err)
-        return Outcome(error_reply(err))
+        log(err.kind, str(err))
+        return Outcome(error_reply(err), rejected=err.kind)
     except EdgecamError as err:
-        logger.warning("MQTT command %r failed: %s", command.cmd if command else "?", err)
+        kind = _kind_of(err, command)
+        name = command.cmd if command else "?"
+        log(kind, f"{name!r}: {err}")
         return Outcome(error_reply(CommandError(str(err), command.cmd if command else None,
-                                                command.id if command else None)))
-    except Exception as err:  # a bug in the daemon must not kill the MQTT worker
-        logger.exception("MQTT command %r crashed", command.cmd if command else "?")
+                                                command.id if command else None)), rejected=kind)
+    except Exception as err:
+        log("crashed", f"{command.cmd if command else '?'!r} crashed: {type(err).__name__}: {err}")
+        logger.debug("MQTT command crash", exc_info=True)
         return Outcome(error_reply(CommandError(f"internal error: {type(err).__name__}: {err}",
                                                 command.cmd if command else None,
-                                                command.id if command else None)))
+                                                command.id if command else None)), rejected="crashed")
 
 
-def _log_rejected(err: CommandError) -> None:
-    logger.warning("Rejected MQTT command: %s", err)
+def _kind_of(err: EdgecamError, command: Command | None) -> str:
+    if isinstance(err, CaptureRateLimited):
+        return "rate"
+    if isinstance(err, ConfigError) and command is not None and command.cmd == "set":
+        return "setting"  # the daemon's own validation said no
+    return "failed"
 
 
-class RejectLog:
-    """At most one warning per ``interval_s`` for rejected commands, then a count
-    (the MQTT sink keeps one, so junk on the command topic cannot flood the journal)."""
-
-    def __init__(self, interval_s: float = REJECT_LOG_INTERVAL_S) -> None:
-        self._interval = interval_s
-        self._last = float("-inf")
-        self._suppressed = 0
-
-    def __call__(self, err: CommandError) -> None:
-        now = time.monotonic()
-        if now - self._last < self._interval:
-            self._suppressed += 1
-            return
-        more = f" ({self._suppressed} more rejected since the last report)" if self._suppressed else ""
-        logger.warning("Rejected MQTT command: %s%s", err, more)
-        self._last, self._suppressed = now, 0
-
+def _log_rejected(kind: str, message: str) -> None:
+    logger.warning("Rejected MQTT command: %s", message)
 
 
 def encode_reply(reply: Mapping[str, Any]) -> bytes:
-    return json.dumps(reply, separators=(",", ":"), default=str).encode("utf-8")
+    return encode_json(dict(reply))

@@ -11,7 +11,6 @@ import os
 import ssl
 import time
 from pathlib import Path
-from typing import Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -29,7 +28,7 @@ logger = logging.getLogger("edgecam.publish.mqtt")
 _REPEAT_LOG_S = 60.0
 
 
-def read_password(cfg: MqttConfig) -> Optional[str]:
+def read_password(cfg: MqttConfig) -> str | None:
     """The broker password from ``password_file`` or ``password_env`` (never logged)."""
     if cfg.password_file:
         return read_secret_file(cfg.password_file, "mqtt.password_file")
@@ -58,7 +57,7 @@ def configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:
                        "anyone on the network path can impersonate the broker")
 
 
-def describe_connect_error(exc: Optional[BaseException]) -> str:
+def describe_connect_error(exc: BaseException | None) -> str:
     """One readable phrase for a failed TCP/TLS connect."""
     if exc is None:
         return "connection failed"
@@ -128,7 +127,7 @@ def make_client(config: Config, topics: Topics, props: MessageProperties, queue_
     return client
 
 
-def connect_properties(cfg: MqttConfig) -> Optional[Properties]:
+def connect_properties(cfg: MqttConfig) -> Properties | None:
     """MQTT 5 CONNECT properties: the session expiry, when there is one."""
     if cfg.protocol != "5" or not cfg.session_expiry_s:
         return None
@@ -137,7 +136,7 @@ def connect_properties(cfg: MqttConfig) -> Optional[Properties]:
     return props
 
 
-def disconnect_properties(cfg: MqttConfig) -> Optional[Properties]:
+def disconnect_properties(cfg: MqttConfig) -> Properties | None:
     """On a clean stop the session is of no further use: ask the broker to drop it now."""
     if cfg.protocol != "5" or not cfg.session_expiry_s:
         return None
@@ -146,7 +145,7 @@ def disconnect_properties(cfg: MqttConfig) -> Optional[Properties]:
     return props
 
 
-def check_broker(props: Optional[Properties], host: str, port: int) -> None:
+def check_broker(props: Properties | None, host: str, port: int) -> None:
     """Warn when an MQTT 5 broker says it lacks what edgecam relies on (retain, QoS 1)."""
     if props is None:
         return

@@ -12,7 +12,7 @@ change as attributes (from its retained ``<prefix>/<camera>/<region>/state``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgecam import __version__
 from edgecam.config import Config
@@ -28,7 +28,7 @@ def _sensor(device_id: str, key: str, name: str, state_topic: str, template: str
                        "state_topic": state_topic, "value_template": template, **extra}
 
 
-def discovery_payload(config: Config, model_name: Optional[str] = None) -> dict[str, Any]:
+def discovery_payload(config: Config, model_name: str | None = None) -> dict[str, Any]:
     """The device discovery document; ``dev.mdl`` is the model name (default: file stem)."""
     model_name = model_name or Path(config.model.path).stem or "edgecam"
     topics = Topics.from_config(config)

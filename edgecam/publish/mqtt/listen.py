@@ -6,12 +6,17 @@ Examples::
     edgecam listen --device cam1 --json     # one device, raw JSON lines
     edgecam listen --count 3 --json         # exit after 3 results (scripts, tests)
     edgecam listen --states --json          # region state changes too
+    edgecam listen --camera garage --region door   # one camera's region
     edgecam listen --share workers --json   # one of several consumers sharing a fleet's load
 
 With ``--share GROUP`` the consumers of one group split the messages (MQTT 5
 shared subscriptions, ``$share/GROUP/...``): each message goes to one of them.
 Give each consumer a fixed ``--client-id`` and ``--session-expiry`` so the
 broker keeps its share while it restarts.
+
+Whatever a payload holds is printed as text, never as terminal commands: control
+and format characters (escape sequences, bidirectional overrides) are shown
+escaped, e.g. ``\x1b``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import os
 import queue
 import sys
 import time
+import unicodedata
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgecam.config import TlsConfig
+from edgecam.config.cameras import NAME_PATTERN
 from edgecam.errors import ConfigError
 from edgecam.publish.mqtt.connection import configure_tls, describe_connect_error
 
@@ -48,6 +55,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prefix", default="edgecam", help="topic root before the device id (default: edgecam)")
     p.add_argument("--json", action="store_true", help="print raw JSON lines instead of a table")
     p.add_argument("--states", action="store_true", help="print region state changes too (…/<camera>/<region>/state)")
+    p.add_argument("--camera", help="only this camera's results (and states)")
+    p.add_argument("--region", help="only this region's results (and states)")
     p.add_argument("--count", type=int, default=0, metavar="N", help="exit after N results (and states)")
     p.add_argument("--timeout", type=float, default=0.0, metavar="S",
                    help="give up (exit 1) after S seconds without reaching --count")
@@ -67,22 +76,53 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+_UNSAFE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi overrides), surrogates, line breaks
+HEADER = f"{'device':<14} {'camera':<12} {'region':<12} {'seq':<8} {'label':<24} {'score':>6}   [top 3]   total/inference"
+
+
+def clean(value: Any) -> str:
+    """``value`` as text a terminal only displays: None is "-", and every control or format
+    character is escaped (``\\x1b``, ``\\u202e``), so a payload cannot move the cursor,
+    recolour, retitle or reorder the terminal."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 def format_line(payload: dict[str, Any]) -> str:
-    """One readable line: device, seq, Top-1, Top-3, latency total/inference."""
+    """One row: device, camera, region, seq, Top-1 and its score, Top-3, latency total/inference."""
     top = payload.get("top") or []
-    first = top[0] if top else {"label": "-", "score": 0.0}
-    top3 = " | ".join(f"{t['label'][:18]} {t['score']:.2f}" for t in top[:3])
-    lat = payload.get("latency_ms", {})
-    return (f"{payload.get('device', '?'):<14} #{payload.get('seq', '?'):<7} "
-            f"{first['label'][:24]:<24} {first['score']:6.3f}   [{top3}]   "
+    first = top[0] if top else {"label": None, "score": 0.0}
+    top3 = " | ".join(f"{clean(t['label'])[:18]} {t['score']:.2f}" for t in top[:3])
+    lat = payload.get("latency_ms") or {}
+    return (f"{_where(payload)} #{clean(payload.get('seq')):<7} "
+            f"{clean(first['label'])[:24]:<24} {first['score']:6.3f}   [{top3}]   "
             f"{lat.get('total', 0.0):7.1f}/{lat.get('inference', 0.0):.1f} ms")
 
 
 def format_state(payload: dict[str, Any]) -> str:
-    """One readable line for a region state change."""
-    where = f"{payload.get('camera', '?')}/{payload.get('region', '?')}"
-    return (f"{payload.get('device', '?'):<14} {where:<24} {payload.get('previous')} -> {payload['label']} "
-            f"({payload.get('score', 0.0):.3f}) since {payload.get('since', '?')}")
+    """One row for a region state change: device, camera, region, previous -> new (score) since."""
+    return (f"{_where(payload)} {clean(payload.get('previous'))} -> {clean(payload['label'])} "
+            f"({payload.get('score', 0.0):.3f}) since {clean(payload.get('since'))}")
+
+
+def _where(payload: dict[str, Any]) -> str:
+    return (f"{clean(payload.get('device'))[:14]:<14} {clean(payload.get('camera'))[:12]:<12} "
+            f"{clean(payload.get('region'))[:12]:<12}")
+
+
+def wanted(payload: dict[str, Any], args: argparse.Namespace) -> bool:
+    """True when the message passes ``--camera`` and ``--region``."""
+    return ((args.camera is None or payload.get("camera") == args.camera)
+            and (args.region is None or payload.get("region") == args.region))
 
 
 def _check_args(args: argparse.Namespace) -> str:
@@ -93,6 +133,11 @@ def _check_args(args: argparse.Namespace) -> str:
         raise ConfigError("--password-env needs --username")
     if args.share is not None and (not args.share or any(c in args.share for c in "/+#")):
         raise ConfigError("--share: a group name is non-empty, without '/', '+' or '#'")
+    for option in ("camera", "region"):
+        value = getattr(args, option)
+        if value is not None and not NAME_PATTERN.fullmatch(value):
+            raise ConfigError(f"--{option}: {clean(value)!r} is not a {option} name "
+                              "(1-64 letters, digits, '_' or '-')")
     needs_5 = args.share is not None or args.session_expiry > 0
     if needs_5 and args.protocol == "3.1.1":
         raise ConfigError("--share and --session-expiry need MQTT 5 (--protocol 5)")
@@ -104,13 +149,14 @@ def _check_args(args: argparse.Namespace) -> str:
 def subscriptions(args: argparse.Namespace) -> list[tuple[str, bool]]:
     """(topic filter, shared) pairs: results (and states) shared with --share, status never."""
     base = f"{args.prefix}/{args.device}"
-    data = [f"{base}/result", f"{base}/+/+/result"] + ([f"{base}/+/+/state"] if args.states else [])
+    where = f"{args.camera or '+'}/{args.region or '+'}"
+    data = [f"{base}/result", f"{base}/{where}/result"] + ([f"{base}/{where}/state"] if args.states else [])
     if args.share:
         data = [f"$share/{args.share}/{topic}" for topic in data]
     return [(topic, bool(args.share)) for topic in data] + [(f"{base}/status", False)]
 
 
-def _make_client(args: argparse.Namespace, v5: bool, events: "queue.Queue[tuple[str, Any]]") -> mqtt.Client:
+def _make_client(args: argparse.Namespace, v5: bool, events: queue.Queue[tuple[str, Any]]) -> mqtt.Client:
     # manual_ack: a QoS 1 message is acknowledged only once its line is on stdout, so a consumer
     # killed with messages still in its queue gets them again (with a kept session), or another does.
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id or f"edgecam-listen-{uuid.uuid4().hex[:8]}",
@@ -166,27 +212,46 @@ def _subscription(topic: str, shared: bool, qos: int, v5: bool) -> tuple[str, An
     return topic, SubscribeOptions(qos=qos, retainHandling=2 if shared else 0)
 
 
-def _show(kind: str, data: Any, as_json: bool) -> bool:
-    """Print one event; True when it was a valid result or state."""
-    topic, payload = data[:2]
-    if kind == "status":
-        print(f"{topic}: {payload.decode('utf-8', 'replace')}", file=sys.stderr if as_json else sys.stdout,
-              flush=True)
-        return False
-    try:
-        obj = json.loads(payload)
-        if as_json:
-            line = json.dumps(obj, separators=(",", ":"))
-        else:
-            line = format_state(obj) if kind == "state" else format_line(obj)
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
-        print(f"edgecam listen: ignoring malformed {kind} on {topic}: {err}", file=sys.stderr, flush=True)
-        return False
-    print(line, flush=True)
-    return True
+class Printer:
+    """Prints events as table rows (a header first) or JSON lines, after the filters."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.header_shown = False
+
+    def show(self, kind: str, data: Any) -> bool:
+        """Print one event; True when it was a valid result or state that passed the filters."""
+        topic, payload = data[:2]
+        if kind == "status":
+            print(f"{clean(topic)}: {clean(payload.decode('utf-8', 'replace'))}",
+                  file=sys.stderr if self.args.json else sys.stdout, flush=True)
+            return False
+        try:
+            obj = json.loads(payload, parse_constant=_refuse_constant)
+            if not isinstance(obj, dict):
+                raise TypeError(f"a JSON {type(obj).__name__}, not an object")
+            if not wanted(obj, self.args):
+                return False
+            if self.args.json:  # ensure_ascii: every control character (and all non-ASCII) escaped
+                line = json.dumps(obj, separators=(",", ":"))
+            else:
+                line = format_state(obj) if kind == "state" else format_line(obj)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+            print(f"edgecam listen: ignoring malformed {kind} on {clean(topic)}: {clean(err)}", file=sys.stderr,
+                  flush=True)
+            return False
+        if not self.args.json and not self.header_shown:
+            print(HEADER, flush=True)
+            self.header_shown = True
+        print(line, flush=True)
+        return True
 
 
-def _connect_properties(args: argparse.Namespace, v5: bool) -> Optional[Properties]:
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _connect_properties(args: argparse.Namespace, v5: bool) -> Properties | None:
     if not (v5 and args.session_expiry):
         return None
     props = Properties(PacketTypes.CONNECT)
@@ -204,8 +269,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         client.connect_async(args.host, args.port, keepalive=30)
     client.loop_start()
-    deadline: Optional[float] = time.monotonic() + args.timeout if args.timeout else None
+    deadline: float | None = time.monotonic() + args.timeout if args.timeout else None
     seen, last_error = 0, ""
+    printer = Printer(args)
     try:
         while deadline is None or time.monotonic() < deadline:
             try:
@@ -219,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
                 if kind == "fatal":
                     return 2
                 continue
-            seen += _show(kind, data, args.json)
+            seen += printer.show(kind, data)
             client.ack(data[2], data[3])
             if args.count and seen >= args.count:
                 return 0

@@ -2,73 +2,62 @@
 
 Every region state change and every result the on_change policy admits is
 written here before it is sent, and deleted only once the broker has
-acknowledged it (QoS 1 PUBACK, see ``mqtt/pump.py``). The file is SQLite
-(standard library) in WAL mode with ``synchronous=FULL``: each write is on
-disk before ``append`` returns, so an entry survives ``kill -9`` and a power
-cut. Ids only grow (AUTOINCREMENT), so "in order" holds across restarts.
+acknowledged it (QoS 1 PUBACK, see ``mqtt/pump.py``). Ids only grow, so "in
+order" holds across restarts.
 
-All pending entries are mirrored in memory (they are bounded by
-``max_bytes``): reads never touch the disk, and when the disk fails (read-only
-directory, disk full, a second daemon holding the file) the outbox logs ONE
-error and carries on from memory, which is what edgecam did before it had an
-outbox. Rows the disk could not forget then may be delivered again at the next
-start: QoS 1 is at-least-once anyway.
+**Writes are grouped.** ``append`` and ``delete`` change memory at once; a small
+thread (``_Flusher``) writes what changed to the SQLite file (``outbox_db.py``) at
+most ``batch_delay_s`` (50 ms) later, in one transaction: one fsync per batch
+instead of one per entry, so an outage that queues hundreds of entries a second
+does not queue as many fsyncs. An entry is on disk within that bound (plus the
+write itself); one acknowledged before it got there never touches the disk.
+``batch_delay_s=0`` writes each change before the call returns (the old way).
+
+**State changes keep their place.** Retained entries (region state changes) may
+use the whole ``max_bytes``; on_change results at most ``result_share`` of it.
+A result makes room only by evicting older results, never a state change; a
+state change evicts results first, then the oldest state changes.
+
+All pending entries are mirrored in memory (bounded by ``max_bytes``): reads
+never touch the disk, and when the disk fails (read-only directory, disk full,
+a second daemon holding the file) the outbox logs ONE error and carries on from
+memory, which is what edgecam did before it had an outbox.
 """
 
 from __future__ import annotations
 
 import bisect
-import errno
 import logging
 import os
 import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+
+from edgecam.publish.mqtt.outbox_db import Entry, OutboxFile, explain
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-_SCHEMA = """CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    topic TEXT NOT NULL,
-    retain INTEGER NOT NULL,
-    camera TEXT NOT NULL,
-    region TEXT NOT NULL,
-    payload BLOB NOT NULL)"""
+__all__ = ["BATCH_DELAY_S", "RESULT_SHARE", "Entry", "Outbox", "default_path", "state_directory"]
+
+BATCH_DELAY_S = 0.05  # a change is written at most this long after it was made (one fsync per batch)
+RESULT_SHARE = 0.25  # the part of max_bytes on_change results may use; state changes may use it all
 
 
-def default_path(device_id: str, environ: Optional[dict[str, str]] = None) -> Path:
+def state_directory(environ: dict[str, str] | None = None) -> Path:
     """``$STATE_DIRECTORY`` (systemd's StateDirectory=), else the XDG state directory."""
     env = os.environ if environ is None else environ
     state_dirs = env.get("STATE_DIRECTORY", "")
     if state_dirs:
-        base = Path(state_dirs.split(":")[0])
-    else:
-        xdg = env.get("XDG_STATE_HOME", "")
-        base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "edgecam"
-    return base / f"outbox-{device_id}.sqlite3"
+        return Path(state_dirs.split(":")[0])
+    xdg = env.get("XDG_STATE_HOME", "")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "edgecam"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One message waiting for the broker's acknowledgement."""
-
-    id: int
-    topic: str
-    payload: bytes
-    retain: bool
-    camera: str
-    region: str
-    created: float  # time.time() when it was written
-
-    @property
-    def size(self) -> int:
-        return len(self.topic.encode("utf-8")) + len(self.payload)
+def default_path(device_id: str, environ: dict[str, str] | None = None) -> Path:
+    return state_directory(environ) / f"outbox-{device_id}.sqlite3"
 
 
 class Outbox:
@@ -76,69 +65,119 @@ class Outbox:
 
     Thread-safe: the publisher thread appends, the MQTT worker reads and deletes."""
 
-    def __init__(self, path: Optional[Path], max_bytes: int) -> None:
+    def __init__(self, path: Path | None, max_bytes: int, result_share: float = RESULT_SHARE,
+                 batch_delay_s: float = BATCH_DELAY_S) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.evicted = 0
-        self.problem: Optional[str] = None if path is not None else "disabled in the config"
-        self._lock = threading.Lock()
+        self.result_bytes = int(max_bytes * result_share)
+        self.batch_delay_s = batch_delay_s
+        self.evicted_states = 0  # dropped to make room
+        self.evicted_results = 0
+        self.refused_results = 0  # results that found no room (state changes held the rest)
+        self.quarantined = 0
+        self.problem: str | None = None if path is not None else "disabled in the config"
+        self._lock = threading.Lock()  # guards the memory mirror and the pending writes
+        self._flush_lock = threading.Lock()  # serialises writes to the file (taken before _lock)
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._ids: list[int] = []  # the same ids, sorted: pending_after() bisects instead of scanning
         self._by_topic: dict[str, deque[int]] = {}
-        self._bytes = 0
+        self._by_kind: dict[bool, OrderedDict[int, None]] = {True: OrderedDict(), False: OrderedDict()}
+        self._bytes = {True: 0, False: 0}  # state changes / results
         self._last_id = 0
-        self._db: Optional[sqlite3.Connection] = None
+        self._file: OutboxFile | None = None
+        self._to_insert: dict[int, Entry] = {}  # appended, not yet on disk
+        self._to_delete: list[int] = []  # acknowledged or evicted, still on disk
+        self._writing = 0  # changes in the transaction being written now
+        self.commits = 0  # transactions written (one fsync each)
+        self._flusher: _Flusher | None = None
 
     # ------------------------------------------------------------ lifecycle
-    def open(self) -> "Outbox":
+    def open(self) -> Outbox:
         """Open (or create) the file and load what a previous run left. Never raises:
         a file that cannot be used is one error in the log, then memory only."""
         if self.path is None:
             logger.info("MQTT outbox: off (mqtt.outbox.enabled: false); state changes wait in memory only")
             return self
+        if self._file is not None:
+            return self  # already open
         try:
-            self._db = _connect(self.path)
-            rows = self._db.execute("SELECT id, topic, payload, retain, camera, region, created "
-                                    "FROM outbox ORDER BY id").fetchall()
-            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            self._file = OutboxFile(self.path)
+            entries, last_id, self.quarantined = self._file.load()
         except (sqlite3.Error, OSError) as err:
             self._give_up(err, "cannot open it")
             return self
         with self._lock:
-            for row in rows:
-                self._add(Entry(row[0], row[1], bytes(row[2]), bool(row[3]), row[4], row[5], row[6]))
-            self._last_id = max(self._last_id, seq[0] if seq else 0)
-            self._evict_for(0)
-        if rows:
+            for entry in entries:
+                self._add(entry)
+            self._last_id = max(self._last_id, last_id)
+            while self._bytes[False] > self.result_bytes and self._evict_oldest(False):
+                pass  # the limits may be smaller than last time
+            while self.size > self.max_bytes and (self._evict_oldest(False) or self._evict_oldest(True)):
+                pass
+        if entries:
             logger.info("MQTT outbox %s: %d state change(s) from an earlier run wait for the broker",
-                        self.path, len(rows))
+                        self.path, len(entries))
+        if self.batch_delay_s > 0:
+            self._flusher = _Flusher(self.flush, self.batch_delay_s)
+            self._flusher.start()
         return self
 
     def close(self) -> None:
-        with self._lock:
-            db, self._db = self._db, None
-        if db is not None:
+        """Write what is pending, then close the file."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.stop()
+        self.flush()
+        with self._flush_lock:
+            file, self._file = self._file, None
+        if file is not None:
             try:
-                db.close()
+                file.close()
             except sqlite3.Error as err:
                 logger.warning("MQTT outbox %s: closing failed: %s", self.path, err)
 
     # ------------------------------------------------------------ writing
-    def append(self, topic: str, payload: bytes, retain: bool, camera: str = "", region: str = "") -> Entry:
-        """Store one entry (on disk before this returns, when the disk works)."""
-        created = time.time()
+    def append(self, topic: str, payload: bytes, retain: bool, camera: str = "", region: str = "") -> Entry | None:
+        """Keep one entry (on disk within ``batch_delay_s``). None: a result that found no room."""
+        size = len(topic.encode("utf-8")) + len(payload)
         with self._lock:
-            self._evict_for(len(topic.encode("utf-8")) + len(payload))
-            entry_id = self._insert(topic, payload, retain, camera, region, created)
-            entry = Entry(entry_id, topic, payload, retain, camera, region, created)
+            if not self._make_room(size, retain):
+                self.refused_results += 1
+                if self.refused_results in (1, 10, 100) or self.refused_results % 1000 == 0:
+                    logger.warning("MQTT outbox full of state changes (%d bytes): an on_change result was not "
+                                   "kept (%d so far)", self.max_bytes, self.refused_results)
+                return None
+            self._last_id += 1
+            entry = Entry(self._last_id, topic, payload, retain, camera, region, time.time())
             self._add(entry)
-            return entry
+            if self._file is not None:
+                self._to_insert[entry.id] = entry
+        self._written_soon()
+        return entry
 
     def delete(self, ids: Iterable[int]) -> None:
         """Forget entries the broker has acknowledged."""
         with self._lock:
-            gone = [entry_id for entry_id in ids if self._remove(entry_id)]
-            self._delete_rows(gone)
+            for entry_id in ids:
+                if self._remove(entry_id):
+                    self._forget_on_disk(entry_id)
+        self._written_soon()
+
+    def flush(self) -> None:
+        """Write every pending change now, in one transaction."""
+        with self._flush_lock:
+            with self._lock:
+                inserts, self._to_insert = list(self._to_insert.values()), {}
+                deletes, self._to_delete = self._to_delete, []
+                self._writing = len(inserts) + len(deletes)
+            try:
+                if self._file is not None and self._writing:
+                    self._file.write(inserts, deletes)
+                    self.commits += 1
+            except sqlite3.Error as err:
+                self._give_up(err, "cannot write to it")
+            finally:
+                self._writing = 0
 
     # ------------------------------------------------------------ reading
     def pending_after(self, after_id: int, limit: int) -> list[Entry]:
@@ -163,14 +202,25 @@ class Outbox:
             return len(self._entries)
 
     @property
+    def evicted(self) -> int:
+        return self.evicted_states + self.evicted_results
+
+    @property
+    def size(self) -> int:
+        return self._bytes[True] + self._bytes[False]
+
+    @property
     def durable(self) -> bool:
         """True while entries go to disk."""
-        return self._db is not None
+        return self._file is not None
 
     def counters(self) -> dict[str, object]:
         with self._lock:
-            return {"pending": len(self._entries), "bytes": self._bytes, "evicted": self.evicted,
-                    "durable": self._db is not None}
+            return {"pending": len(self._entries), "bytes": self.size, "evicted": self.evicted,
+                    "evicted_states": self.evicted_states, "evicted_results": self.evicted_results,
+                    "refused_results": self.refused_results, "quarantined": self.quarantined,
+                    "durable": self._file is not None, "commits": self.commits,
+                    "unwritten": len(self._to_insert) + len(self._to_delete) + self._writing}
 
     # ------------------------------------------------------------ internals (lock held)
     def _add(self, entry: Entry) -> None:
@@ -180,7 +230,8 @@ class Outbox:
         else:
             self._ids.append(entry.id)
         self._by_topic.setdefault(entry.topic, deque()).append(entry.id)
-        self._bytes += entry.size
+        self._by_kind[entry.retain][entry.id] = None
+        self._bytes[entry.retain] += entry.size
         self._last_id = max(self._last_id, entry.id)
 
     def _remove(self, entry_id: int) -> bool:
@@ -195,95 +246,102 @@ class Outbox:
             ids.remove(entry_id)
         if not ids:
             del self._by_topic[entry.topic]
-        self._bytes -= entry.size
+        del self._by_kind[entry.retain][entry_id]
+        self._bytes[entry.retain] -= entry.size
         return True
 
-    def _evict_for(self, size: int) -> None:
-        """Drop the oldest entries until ``size`` more bytes fit (counted and logged)."""
-        gone = []
-        while self._entries and self._bytes + size > self.max_bytes:
-            oldest = next(iter(self._entries))
-            self._remove(oldest)
-            gone.append(oldest)
-            self.evicted += 1
-            if self.evicted in (1, 10, 100) or self.evicted % 1000 == 0:
+    def _forget_on_disk(self, entry_id: int) -> None:
+        if self._to_insert.pop(entry_id, None) is None and self._file is not None:
+            self._to_delete.append(entry_id)  # (never written: nothing to delete)
+
+    def _make_room(self, size: int, state: bool) -> bool:
+        """Evict until ``size`` more bytes fit: a result only older results, a state change
+        results first, then older state changes. False: a result that does not fit."""
+        if not state:
+            while self._bytes[False] + size > self.result_bytes or self.size + size > self.max_bytes:
+                if not self._evict_oldest(False):
+                    return False
+            return True
+        while self._entries and self.size + size > self.max_bytes:
+            if not self._evict_oldest(False):
+                self._evict_oldest(True)
+        return True
+
+    def _evict_oldest(self, state: bool) -> bool:
+        """Drop the oldest entry of one kind (counted and logged); False when there is none."""
+        ids = self._by_kind[state]
+        if not ids:
+            return False
+        oldest = next(iter(ids))
+        self._remove(oldest)
+        self._forget_on_disk(oldest)
+        if state:
+            self.evicted_states += 1
+        else:
+            self.evicted_results += 1
+        count = self.evicted_states if state else self.evicted_results
+        if count in (1, 10, 100) or count % 1000 == 0:
+            if state:
                 logger.warning("MQTT outbox full (%d bytes): dropped the oldest state change (%d dropped so far)",
-                               self.max_bytes, self.evicted)
-        self._delete_rows(gone)
+                               self.max_bytes, count)
+            else:
+                logger.warning("MQTT outbox: on_change results use their share (%d bytes): dropped the oldest "
+                               "result (%d dropped so far)", self.result_bytes, count)
+        return True
 
-    def _insert(self, topic: str, payload: bytes, retain: bool, camera: str, region: str, created: float) -> int:
-        if self._db is not None:
-            try:
-                cursor = self._db.execute(
-                    "INSERT INTO outbox (created, topic, retain, camera, region, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    (created, topic, int(retain), camera, region, payload))
-                return int(cursor.lastrowid or self._last_id + 1)
-            except sqlite3.Error as err:
-                self._give_up(err, "cannot write to it")
-        return self._last_id + 1
-
-    def _delete_rows(self, ids: list[int]) -> None:
-        if self._db is None or not ids:
-            return
-        try:
-            self._db.execute("BEGIN")  # one transaction: one fsync for the batch
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._db.execute("COMMIT")
-        except sqlite3.Error as err:
-            self._give_up(err, "cannot delete from it")
+    # ------------------------------------------------------------ internals (no lock)
+    def _written_soon(self) -> None:
+        if self._flusher is not None:
+            self._flusher.wake()
+        elif self.batch_delay_s <= 0:
+            self.flush()
 
     def _give_up(self, err: BaseException, what: str) -> None:
-        """One clear error, then memory only for the rest of this run."""
-        reason = _explain(self.path, err)
-        self.problem = f"{what}: {reason}"
+        """One clear error, then memory only for the rest of this run (called under _flush_lock,
+        or before the flusher starts)."""
+        self.problem = f"{what}: {explain(self.path, err)}"
         logger.error("MQTT outbox %s: %s. State changes now wait in memory only (up to %d bytes) and are "
                      "lost if edgecam stops before the broker has them. Make the directory writable or set "
                      "mqtt.outbox.path.", self.path, self.problem, self.max_bytes)
-        db, self._db = self._db, None
-        if db is not None:
+        file, self._file = self._file, None
+        with self._lock:
+            self._to_insert, self._to_delete = {}, []
+        if file is not None:
             try:
-                db.close()
+                file.close()
             except sqlite3.Error:
                 pass
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=0, isolation_level=None, check_same_thread=False)
-    try:
-        # EXCLUSIVE: a second daemon on the same file gets "database is locked" instead of
-        # sending (and deleting) our entries; in WAL mode it also means no -shm file.
-        db.execute("PRAGMA locking_mode = EXCLUSIVE")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal mode is {mode})")
-        db.execute("PRAGMA synchronous = FULL")  # a committed entry survives a power cut
-        db.execute("PRAGMA journal_size_limit = 1048576")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this edgecam ({SCHEMA_VERSION})")
-        db.execute(_SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.close()
-        raise
-    return db
+class _Flusher:
+    """The thread that writes the outbox's changes: at most ``delay_s`` after the first
+    unwritten change, everything unwritten by then, in one transaction."""
 
+    def __init__(self, flush: Callable[[], None], delay_s: float) -> None:
+        self._flush = flush
+        self._delay_s = delay_s
+        self._work = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgecam-outbox", daemon=True)
 
-def _explain(path: Optional[Path], err: BaseException) -> str:
-    """SQLite says "unable to open database file"; say why, from the directory itself."""
-    text = str(err) or type(err).__name__
-    if "locked" in text:
-        return f"{text} (is another edgecam using this file?)"
-    if path is None or not isinstance(err, sqlite3.OperationalError):
-        return text
-    probe = path.parent / f".edgecam-probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as probe_err:
-        if probe_err.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.ENOENT, errno.ENOTDIR):
-            return f"{text}: directory {path.parent}: {probe_err.strerror}"
-        return text
-    os.close(fd)
-    os.unlink(probe)
-    return text
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._work.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        flush = self._flush
+        while not self._stop.is_set():
+            self._work.wait()
+            self._stop.wait(self._delay_s)  # gather what else comes within the delay
+            self._work.clear()
+            try:
+                flush()
+            except Exception:
+                logger.exception("MQTT outbox: writing failed")

@@ -11,7 +11,6 @@ to a subscriber that comes back late.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -31,7 +30,7 @@ class MessageProperties:
         self._cache: dict[tuple[str, str, str], Properties] = {}
         self._expiring: dict[tuple[str, str, str, int], Properties] = {}
 
-    def get(self, content_type: str, camera: str = "", region: str = "") -> Optional[Properties]:
+    def get(self, content_type: str, camera: str = "", region: str = "") -> Properties | None:
         """Properties without expiry (cached: paho only reads them)."""
         if not self.enabled:
             return None
@@ -41,7 +40,7 @@ class MessageProperties:
             props = self._cache[key] = self._build(PacketTypes.PUBLISH, content_type, camera, region)
         return props
 
-    def expiring(self, content_type: str, camera: str, region: str, expiry_s: float) -> Optional[Properties]:
+    def expiring(self, content_type: str, camera: str, region: str, expiry_s: float) -> Properties | None:
         """Properties with a Message Expiry Interval of ``expiry_s`` rounded up to whole seconds
         (cached too: a fresh result always has the full interval left)."""
         if not self.enabled:
@@ -56,7 +55,7 @@ class MessageProperties:
             props.MessageExpiryInterval = seconds
         return props
 
-    def will(self, content_type: str) -> Optional[Properties]:
+    def will(self, content_type: str) -> Properties | None:
         if not self.enabled:
             return None
         return self._build(PacketTypes.WILLMESSAGE, content_type, "", "")

@@ -20,7 +20,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
 
 import paho.mqtt.client as mqtt
 
@@ -55,13 +54,13 @@ class ResultQueue:
         self.pending.append(item)
         self._trim()
 
-    def pop(self) -> Optional[Queued]:
+    def pop(self) -> Queued | None:
         return self.pending.popleft() if self.pending else None
 
     def push_front(self, item: Queued) -> None:
         self.pending.appendleft(item)
 
-    def time_left(self, item: Queued) -> Optional[float]:
+    def time_left(self, item: Queued) -> float | None:
         """Seconds before ``item`` expires (None: never); a result at or past 0 is counted
         as expired by the caller and not sent."""
         if not self.expiry_s:

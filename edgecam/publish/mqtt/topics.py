@@ -36,7 +36,7 @@ class Topics:
     single_source: bool = True  # the old config layout: results keep <prefix>/result
 
     @classmethod
-    def from_config(cls, config: Config) -> "Topics":
+    def from_config(cls, config: Config) -> Topics:
         return cls(prefix=config.topic_prefix, discovery_prefix=config.mqtt.discovery.prefix,
                    single_source=config.single_source)
 

@@ -1,134 +1,76 @@
-"""The sink's worker thread (``edgecam-mqtt``): what is too slow for paho's network thread.
+"""A worker thread for the MQTT sink: events from a bounded queue, handled one at a time.
 
-It republishes everything a subscriber needs after each (re)connect, sends the
-outbox, flushes queued results, runs commands and answers Home Assistant. A tick
-every half second collects PUBACKs even when no event comes.
+The sink runs two of them, so that nothing from the network can hold up a state
+change: ``edgecam-mqtt`` delivers (the outbox, republishing after a reconnect,
+discovery: ``delivery.py``), ``edgecam-mqtt-cmd`` runs commands
+(``command_worker.py``), which may take the daemon a while each.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import queue
-import random
-import time
-from typing import TYPE_CHECKING, Any, Optional
+import threading
+from collections.abc import Callable
+from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+logger = logging.getLogger("edgecam.publish.mqtt")
 
-from edgecam.publish.mqtt import commands
-from edgecam.publish.mqtt.connection import logger
-from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
-from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT
-from edgecam.publish.mqtt.topics import ONLINE
-
-if TYPE_CHECKING:
-    from edgecam.publish.mqtt.sink import MqttSink
-
-_TICK_S = 0.5  # the worker collects PUBACKs at least this often
+Event = tuple[Any, ...]
 
 
-def json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+class EventWorker:
+    """``handle(event)`` for every posted event, on one thread; when no event came within
+    ``wait_s()`` seconds, ``idle()``. A handler that raises is logged and the thread goes on."""
 
+    def __init__(self, name: str, handle: Callable[[Event], None], queue_size: int,
+                 idle: Callable[[], None] | None = None, wait_s: Callable[[], float] | None = None) -> None:
+        self.name = name
+        self._handle = handle
+        self._idle = idle
+        self._wait_s = wait_s or (lambda: 0.5)
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-class WorkerMixin:
-    """The worker's half of MqttSink (events in, publishes out)."""
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
 
-    def _run(self: "MqttSink") -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning("MQTT: %s did not stop within %.1f s (a handler is still busy); leaving it",
+                               self.name, timeout_s)
+
+    def post(self, event: Event) -> bool:
+        """Queue one event without waiting; False when the queue is full (the caller decides)."""
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            return False
+        return True
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            timeout = _TICK_S
-            if self._discovery_due is not None:
-                timeout = max(0.0, min(timeout, self._discovery_due - time.monotonic()))
             try:
-                event = self._events.get(timeout=timeout)
+                event = self._queue.get(timeout=max(0.0, self._wait_s()))
             except queue.Empty:
-                event = ("pump",)  # a tick: acknowledgements may have come in
+                event = None
+            if self._stop.is_set():
+                return
             try:
-                self._dispatch(event)
-                if self._discovery_due is not None and time.monotonic() >= self._discovery_due:
-                    self._discovery_due = None
-                    self._publish_discovery()
-            except Exception:  # keep the worker alive whatever a handler does
-                logger.exception("MQTT worker: unexpected error handling %s", event[0])
-
-    def refresh(self: "MqttSink") -> None:
-        """Publish discovery and state again (the models changed: new labels, new names)."""
-        self._post(("refresh",))
-
-    def _dispatch(self: "MqttSink", event: tuple[Any, ...]) -> None:
-        if event[0] == "pump":
-            self._pump_posted = False
-            self._run_pump()
-        elif event[0] == "connected":
-            self._on_session_up()
-        elif event[0] == "refresh":
-            state = self._current_state()
-            if state is not None and self._connected:
-                self._send(self._topics.state, json_bytes(state), 1, True, self._props.get(JSON))
-            if self._cfg.discovery.enabled:
-                self._publish_discovery()
-        elif event[0] == "retained":
-            logger.warning("MQTT: ignoring a retained command on %s (%d bytes): commands must not be "
-                           "published with the retain flag; clear it with an empty retained message",
-                           event[1], event[2])
-        elif event[0] == "message":
-            topic, payload = event[1], event[2]
-            if topic == self._topics.cmd:
-                self._run_command(payload)
-            elif topic == self._topics.ha_status and payload.strip() == ONLINE.encode():
-                low, high = self._discovery_delay_s
-                self._discovery_due = time.monotonic() + random.uniform(low, high)
-
-    def _on_session_up(self: "MqttSink") -> None:
-        """Everything a subscriber or Home Assistant needs after each (re)connect."""
-        self._pump.reset()
-        subs = []
-        if self._cfg.commands.enabled and self._control is not None:
-            subs.append((self._topics.cmd, 1))
-        if self._cfg.discovery.enabled:
-            subs.append((self._topics.ha_status, 1))
-        if subs:
-            rc, _ = self._client.subscribe(subs)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                logger.warning("MQTT: subscribe failed: %s", mqtt.error_string(rc))
-        self._send(self._topics.status, ONLINE, 1, True, self._props.get(TEXT))
-        state = self._current_state()
-        if state is not None:
-            self._send(self._topics.state, json_bytes(state), 1, True, self._props.get(JSON))
-        with self._lock:
-            region_states = list(self._region_states.items())
-        for topic, (payload, camera, region) in region_states:
-            if not self.outbox.has_pending(topic):  # else the outbox sends the newest, retained
-                self._send(topic, payload, 1, True, self._props.get(JSON, camera, region))
-        if self._cfg.discovery.enabled:
-            self._publish_discovery()
-        with self._lock:
-            self._session_ready = self._connected
-        self._run_pump()
-        self._flush()
-
-    def _current_state(self: "MqttSink") -> Optional[dict[str, Any]]:
-        if self._control is not None:
-            try:
-                self._last_state = dict(self._control.state())
+                if event is not None:
+                    self._handle(event)
+                elif self._idle is not None:
+                    self._idle()
             except Exception:
-                logger.exception("MQTT: control.state() failed; republishing the last known state")
-        return self._last_state
-
-    def _publish_discovery(self: "MqttSink") -> None:
-        if self._connected:
-            payload = discovery_payload(self._config)
-            self._send(discovery_topic(self._config), json_bytes(payload), 1, True, self._props.get(JSON))
-
-    def _run_command(self: "MqttSink", payload: bytes) -> None:
-        outcome = commands.handle_command(payload, self._control, self._cfg.commands.max_payload_bytes,
-                                          self._reject_log)
-        if outcome.snapshot is not None:
-            self._send(self._topics.snapshot, outcome.snapshot, 1, False, self._props.get(JPEG))
-            outcome.reply["topic"] = self._topics.snapshot
-        if outcome.state is not None:
-            self._last_state = dict(outcome.state)
-            self._send(self._topics.state, json_bytes(outcome.state), 1, True, self._props.get(JSON))
-        self._send(self._topics.cmd_response, commands.encode_reply(outcome.reply), 1, False,
-                   self._props.get(JSON))
+                logger.exception("MQTT %s: unexpected error handling %s", self.name,
+                                 event[0] if event is not None else "the idle tick")

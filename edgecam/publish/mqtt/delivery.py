@@ -1,0 +1,163 @@
+"""State delivery, the work of the ``edgecam-mqtt`` worker: what is too slow for paho's
+network thread and must never wait behind a command.
+
+After each (re)connect it republishes everything a subscriber or Home Assistant
+needs (retained ``online``, the state, each region's latest state, discovery,
+subscriptions), then lets the outbox flow from its oldest entry, then the queued
+results. It moves the outbox to the broker (``pump.py``) whenever something was
+added or acknowledged, and at least every half second. It answers Home Assistant's
+``online`` with discovery after a random delay (so a fleet does not answer at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+
+from edgecam.config import Config
+from edgecam.control.protocol import DaemonControl
+from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
+from edgecam.publish.mqtt.link import Link
+from edgecam.publish.mqtt.outbox import Outbox
+from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
+from edgecam.publish.mqtt.pump import OutboxPump
+from edgecam.publish.mqtt.topics import ONLINE, Topics
+from edgecam.publish.mqtt.worker import Event
+from edgecam.result import encode_json
+
+logger = logging.getLogger("edgecam.publish.mqtt")
+
+TICK_S = 0.5  # acknowledgements are collected at least this often
+
+
+class StateCache:
+    """The daemon's retained state: fresh from ``control.state()`` when there is a control,
+    else (or when that fails) the last one published."""
+
+    def __init__(self, control: DaemonControl | None) -> None:
+        self._control = control
+        self._lock = threading.Lock()  # guards _last (the publisher and both workers set it)
+        self._last: dict[str, Any] | None = None
+
+    def remember(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._last = dict(state)
+
+    def current(self) -> dict[str, Any] | None:
+        if self._control is not None:
+            try:
+                self.remember(self._control.state())
+            except Exception:
+                logger.exception("MQTT: control.state() failed; republishing the last known state")
+        with self._lock:
+            return self._last
+
+
+class Delivery:
+    """Handles the delivery worker's events: ``("pump",)``, ``("connected",)``, ``("refresh",)``."""
+
+    def __init__(self, config: Config, link: Link, topics: Topics, props: MessageProperties, outbox: Outbox,
+                 pump: OutboxPump, state: StateCache, flush_results: Callable[[], None],
+                 subscribe_commands: bool, discovery_delay_s: tuple[float, float] = (1.0, 5.0)) -> None:
+        self._config = config
+        self._link = link
+        self._topics = topics
+        self._props = props
+        self._outbox = outbox
+        self._pump = pump
+        self._state = state
+        self._flush_results = flush_results
+        self._subscribe_commands = subscribe_commands
+        self._discovery_delay_s = discovery_delay_s
+        self._discovery = config.mqtt.discovery.enabled
+        self._discovery_due: float | None = None  # set from paho's thread, read here: one float
+        self._region_states: dict[str, tuple[bytes, str, str]] = {}  # topic -> latest (payload, camera, region)
+        self._region_lock = threading.Lock()  # guards _region_states
+
+    # ----------------------------------------------------------- from other threads
+    def remember_region_state(self, topic: str, payload: bytes, camera: str, region: str) -> None:
+        """The latest state of each region, re-sent after every reconnect."""
+        with self._region_lock:
+            self._region_states[topic] = (payload, camera, region)
+
+    def ha_online(self) -> None:
+        """Home Assistant (re)started: answer with discovery after a random delay."""
+        if self._discovery and self._discovery_due is None:
+            low, high = self._discovery_delay_s
+            self._discovery_due = time.monotonic() + random.uniform(low, high)
+
+    # ----------------------------------------------------------- on the worker
+    def handle(self, event: Event) -> None:
+        if event[0] == "pump":
+            self.run_pump()
+        elif event[0] == "connected":
+            self._session_up()
+        elif event[0] == "refresh":
+            self._publish_state()
+            if self._discovery:
+                self._publish_discovery()
+        self._discovery_if_due()
+
+    def idle(self) -> None:
+        self.run_pump()  # acknowledgements may have come in
+        self._discovery_if_due()
+
+    def wait_s(self) -> float:
+        due = self._discovery_due
+        return TICK_S if due is None else max(0.0, min(TICK_S, due - time.monotonic()))
+
+    def run_pump(self) -> None:
+        """Forget what the broker acknowledged, then send the next outbox entries."""
+        self._pump.collect()
+        with self._link.lock:
+            if self._link.session_ready:
+                self._pump.pump()
+
+    def _session_up(self) -> None:
+        """Everything a subscriber or Home Assistant needs after each (re)connect."""
+        self._pump.reset()
+        subs = []
+        if self._subscribe_commands:
+            subs.append((self._topics.cmd, 1))
+        if self._discovery:
+            subs.append((self._topics.ha_status, 1))
+        if subs:
+            rc, _ = self._link.client.subscribe(subs)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                logger.warning("MQTT: subscribe failed: %s", mqtt.error_string(rc))
+        self._link.send(self._topics.status, ONLINE, 1, True, self._props.get(TEXT))
+        self._publish_state()
+        with self._region_lock:
+            region_states = list(self._region_states.items())
+        for topic, (payload, camera, region) in region_states:
+            if not self._outbox.has_pending(topic):  # else the outbox sends the newest, retained
+                self._link.send(topic, payload, 1, True, self._props.get(JSON, camera, region))
+        if self._discovery:
+            self._publish_discovery()
+        with self._link.lock:
+            self._link.session_ready = self._link.connected
+        self.run_pump()
+        self._flush_results()
+
+    def _publish_state(self) -> None:
+        state = self._state.current()
+        if state is not None and self._link.connected:
+            self._link.send(self._topics.state, encode_json(state), 1, True, self._props.get(JSON))
+
+    def _discovery_if_due(self) -> None:
+        due = self._discovery_due
+        if due is not None and time.monotonic() >= due:
+            self._discovery_due = None
+            self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        if self._link.connected:
+            payload = discovery_payload(self._config)
+            self._link.send(discovery_topic(self._config), encode_json(payload), 1, True, self._props.get(JSON))
