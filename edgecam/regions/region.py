@@ -50,6 +50,7 @@ class Region:
         self.latency = LatencyWindow(200)  # capture -> published, ms (added on the publisher thread)
         self.faults = Faults()
         self._model_identity: Optional[int] = None  # the classifier object last used
+        self._model_labels: tuple[str, ...] = ()  # ... and its labels
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,14 +76,18 @@ class Region:
         x1, y1, x2, y2 = pixel_box(self.cfg.box, frame.shape[1], frame.shape[0])
         return frame[y1:y2, x1:x2]
 
-    def use_model(self, classifier: object) -> None:
-        """Called before each classification: a new model (reloaded or uploaded) may have
-        other labels, so smoothing and the debounced state start afresh with it."""
+    def use_model(self, classifier: Any) -> None:
+        """Called before each classification. A new model (reloaded, uploaded, rolled back)
+        starts its smoothing afresh; the debounced state is kept when the new model has the
+        same labels (the chain of states, and its ``previous``, goes on), and starts afresh
+        when the labels differ (the old state may not even be one of them)."""
         identity = id(classifier)
+        labels = tuple(classifier.info.labels)
         if self._model_identity is not None and identity != self._model_identity:
             self._history.clear()
-            self.debouncer.reset()
-        self._model_identity = identity
+            if labels != self._model_labels:
+                self.debouncer.reset()
+        self._model_identity, self._model_labels = identity, labels
 
     def smooth(self, probabilities: np.ndarray, window: int) -> np.ndarray:
         """The mean of the last ``window`` probability vectors (1 = as is)."""
