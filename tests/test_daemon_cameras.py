@@ -291,7 +291,8 @@ def test_sources_by_camera_name_feed_each_camera_its_own_frames(resnet_int8: Pat
                     source=MemorySource([photo_bgr("chelsea")], fps=20, source_id="mem-a"),
                     sources={"b": MemorySource([photo_bgr("coffee")], fps=20, source_id="mem-b")})
     daemon.prepare()
-    assert [run.camera.source.source_id for run in daemon.pipeline.layout.cameras.values()] == ["mem-a", "mem-b", "demo"]
+    runs = daemon.pipeline.layout.cameras.values()
+    assert [run.camera.source.source_id for run in runs] == ["mem-a", "mem-b", "demo"]
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:

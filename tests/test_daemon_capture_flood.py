@@ -71,7 +71,8 @@ def test_state_changes_arrive_within_2_s_during_a_capture_flood(tmp_path: Path, 
                           "regions": {"table": {"confirm": 2}}}},
         collect={"enabled": True, "dir": str(tmp_path / "data"), "max_files": AUTOMATIC, "min_distance": 0,
                  "low_score": 0.0, "every_s": 0, "on_state_change": False},
-        mqtt={"host": broker.host, "port": broker.port, "keepalive_s": 5, "reconnect": {"initial_s": 0.3, "max_s": 1.0}})
+        mqtt={"host": broker.host, "port": broker.port, "keepalive_s": 5,
+              "reconnect": {"initial_s": 0.3, "max_s": 1.0}})
     collector = Collector(broker, [STATE_TOPIC, f"{PREFIX}/cmd/response", f"{PREFIX}/status"])
     daemon = DaemonProcess(["--config", str(config)], tmp_path)
     try:

@@ -165,7 +165,8 @@ def _collecting_daemon(model: Path, folder: Path, max_files: int = 100):
         "device_id": "collect", "mqtt": {"enabled": False}, "model": {"path": str(model), "threads": 1},
         "collect": {"enabled": True, "dir": str(folder), "low_score": 1.0, "min_interval_s": 0.1,
                     "min_distance": 0, "max_files": max_files},
-        "cameras": {"desk": {"uri": "memory", "regions": {"left": {"box": [0, 0, 0.5, 1]}, "right": {"box": [0.5, 0, 1, 1]}}}}})
+        "cameras": {"desk": {"uri": "memory", "regions": {"left": {"box": [0, 0, 0.5, 1]},
+                                                          "right": {"box": [0.5, 0, 1, 1]}}}}})
     return Daemon(config, stdout_results=False, source=MemorySource(moving_frames(40), fps=20))
 
 

@@ -30,7 +30,8 @@ LAYERS = {
 SIBLINGS_APART = [("publish", "web"), ("sources", "model"), ("buffer", "model"), ("inference", "training"),
                   ("regions", "export"), ("dataset", "export"), ("preview", "export")]
 # What `edgecam run` imports must never reach the model-building or training code.
-RUNTIME = {"errors", "backoff", "heartbeat", "histogram", "logs", "secrets", "config", "result", "buffer", "sources", "model", "images",
+RUNTIME = {"errors", "backoff", "heartbeat", "histogram", "logs", "secrets", "config", "result", "buffer", "sources",
+           "model", "images",
            "regions", "dataset", "preview", "inference", "control", "publish", "web", "service"}
 BUILD_ONLY = {"export", "training", "bench"}
 

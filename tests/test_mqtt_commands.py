@@ -93,7 +93,8 @@ _valid_settings = st.fixed_dictionaries({}, optional={
 
 
 @settings(max_examples=150, deadline=None)
-@given(name=st.sampled_from([c for c in COMMANDS if c != "capture"]), cid=st.none() | st.integers() | st.text(max_size=20),
+@given(name=st.sampled_from([c for c in COMMANDS if c != "capture"]),
+       cid=st.none() | st.integers() | st.text(max_size=20),
        values=_valid_settings)
 def test_valid_commands_parse_with_their_fields(name, cid, values):
     obj = {"cmd": name, **({"id": cid} if cid is not None else {}), **(values if name == "set" else {})}

@@ -61,7 +61,8 @@ def unary_model(path: Path, ops: list[tuple[str, float]]) -> Path:
         else:
             nodes.append(helper.make_node(op, [f"x{i}"], [f"x{i + 1}"]))
     nodes.append(helper.make_node("MatMul", [f"x{len(ops)}", "w"], ["logits"]))
-    graph = helper.make_graph(nodes, "unary", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+    graph = helper.make_graph(nodes, "unary",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -35,7 +35,8 @@ EXPECTED_CHECKS = (
 @pytest.mark.timeout(400)
 def test_the_short_reliability_run_passes_every_check() -> None:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "edgecam.bench.reliability.run", "--short"], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "edgecam.bench.reliability.run", "--short"], cwd=REPO,
+                          capture_output=True,
                           text=True, timeout=380)
     took = time.monotonic() - started
     table = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| check")]

@@ -195,13 +195,15 @@ def test_trained_file_looks_like_the_torch_trainers(tmp_path, effnet_models):
     assert {p.key for p in a.metadata_props} == {p.key for p in b.metadata_props}
     ia, ib = Classifier(onnx_run.int8).info, Classifier(torch_run.int8).info
     assert ia.metrics["training"]["trainer"] == "numpy (no torch)" and ib.metrics["training"]["trainer"] == "torch"
-    assert (ia.labels, ia.mean, ia.std, ia.layout, ia.input_size) == (ib.labels, ib.mean, ib.std, ib.layout, ib.input_size)
+    assert (ia.labels, ia.mean, ia.std, ia.layout, ia.input_size) == \
+        (ib.labels, ib.mean, ib.std, ib.layout, ib.input_size)
     print(f"val accuracy INT8: numpy {ia.metrics['accuracy']['int8']}, torch {ib.metrics['accuracy']['int8']}")
     assert abs(ia.metrics["accuracy"]["int8"] - ib.metrics["accuracy"]["int8"]) <= 1 / ia.metrics["val_images"] + 1e-9
     assert ia.metrics["export_check_max_logit_diff"] < 1e-3
     image = cv2.imread(str(next((data / "face").glob("*.png"))))
     assert Classifier(onnx_run.int8).classify(image, k=2)[0].label in ("face", "not_face")
-    assert Path(onnx_run.report_file).read_text().rstrip().endswith(f"edgecam classify --model {onnx_run.int8.resolve()} IMAGE...")
+    report = Path(onnx_run.report_file).read_text().rstrip()
+    assert report.endswith(f"edgecam classify --model {onnx_run.int8.resolve()} IMAGE...")
 
 
 @pytest.mark.parametrize("which", ["fp32", "nhwc", "int8"])

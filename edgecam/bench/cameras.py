@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def child_daemon(args: argparse.Namespace) -> dict:
         name = "recorder"
 
         def __init__(self) -> None:
-            self.on, self.rows = False, []
+            self.on, self.rows = False, list[Any]()
 
         def publish_result(self, result) -> None:
             if self.on:
@@ -163,8 +164,8 @@ def child_micro(args: argparse.Namespace) -> dict:
             if i >= 5:
                 wall[name].append((time.perf_counter() - start) * 1000 / images)
                 cpu[name].append((time.process_time() - start_cpu) * 1000 / images)
-    out = {name: {"median": pct(wall[name], 50), "p90": pct(wall[name], 90), "cpu": pct(cpu[name], 50)}
-           for name in steps}
+    out: dict[str, Any] = {name: {"median": pct(wall[name], 50), "p90": pct(wall[name], 90),
+                                  "cpu": pct(cpu[name], 50)} for name in steps}
     sizes = {1: "run_single", 2: "run_2", 4: "run_batch", 8: "run_8"}  # ms per run = a + b * batch
     per_run = [out[name]["median"] * n for n, name in sizes.items()]
     per_image, fixed = np.polyfit(list(sizes), per_run, 1)
@@ -179,7 +180,8 @@ CHILDREN = {"daemon": child_daemon, "micro": child_micro}
 
 # ------------------------------------------------------------------ parent
 def run_child(args: argparse.Namespace, child: str, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "edgecam.bench.cameras", "--child", child, "--model", str(args.model), "--threads", str(args.threads),
+    cmd = [sys.executable, "-m", "edgecam.bench.cameras", "--child", child, "--model", str(args.model),
+           "--threads", str(args.threads),
            "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--micro-runs", str(args.micro_runs), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

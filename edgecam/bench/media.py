@@ -32,7 +32,7 @@ def moving_frames(count: int, size: tuple[int, int] = (320, 240)) -> list[np.nda
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0) -> Path:
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path} with MJPG")
     for frame in frames:

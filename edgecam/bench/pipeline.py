@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -65,9 +65,12 @@ def frames(count: int = 4) -> list[np.ndarray]:
 
     import cv2
 
-    data = Path(importlib.util.find_spec("skimage").origin).parent / "data"
-    photos = [cv2.imread(str(data / name)) for name in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")]
-    photos = [cv2.resize(p, (704, 528)) for p in photos]
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the pipeline benchmark needs scikit-image's photos (scripts/setup.sh --dev)")
+    data = Path(spec.origin).parent / "data"
+    read = [cv2.imread(str(data / name)) for name in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")]
+    photos = [cv2.resize(p, (704, 528)) for p in read if p is not None]
     return [np.ascontiguousarray(photos[i % 4][i % 48:i % 48 + 480, i:i + 640]) for i in range(count)]
 
 
@@ -113,6 +116,7 @@ def child_raw(args: argparse.Namespace, capture: str = "") -> dict:
     elif capture == "process":
         helper = subprocess.Popen([sys.executable, "-m", "edgecam.bench.pipeline", "--child", "capture", "--source-fps",
                                    str(args.source_fps)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert helper.stdout is not None
         helper.stdout.readline()
     deadline, i = time.monotonic() + WARMUP_S, 0
     while time.monotonic() < deadline:  # warm-up, as the daemon phases get
@@ -144,7 +148,7 @@ def _run_daemon(args: argparse.Namespace, fps: Optional[float], mqtt_port: Optio
         name = "recorder"
 
         def __init__(self) -> None:
-            self.results = []
+            self.results: list[Any] = []
 
         def publish_result(self, result) -> None:
             self.results.append(result)
@@ -196,7 +200,10 @@ def child_mqtt(args: argparse.Namespace) -> dict:
     broker.start()
     received: dict[int, float] = {}
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
-    sub.on_message = lambda _c, _u, msg: received.setdefault(json.loads(msg.payload)["seq"], time.monotonic())
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        received.setdefault(json.loads(msg.payload)["seq"], time.monotonic())
+
+    sub.on_message = on_message
     sub.connect("127.0.0.1", broker.port)
     sub.subscribe("edgecam/bench/result")
     sub.loop_start()
@@ -246,7 +253,9 @@ def per_step_costs(args: argparse.Namespace) -> None:
         ring.put(images[i % 4], time.monotonic(), time.time())
 
     def take(i: int) -> None:
-        ring.release(ring.get_latest(timeout=0))
+        view = ring.get_latest(timeout=0)
+        if view is not None:
+            ring.release(view)
 
     # (name, untimed set-up before each call, timed call, calls)
     steps = [("capture: source.read() (in-memory source, unpaced)", None, lambda i: source.read(), 2000),
@@ -276,7 +285,8 @@ def per_step_costs(args: argparse.Namespace) -> None:
 
 
 def run_child(child: str, args: argparse.Namespace, source_fps: Optional[float] = None) -> dict:
-    cmd = [sys.executable, "-m", "edgecam.bench.pipeline", "--child", child, "--model", str(args.model), "--threads", str(args.threads),
+    cmd = [sys.executable, "-m", "edgecam.bench.pipeline", "--child", child, "--model", str(args.model),
+           "--threads", str(args.threads),
            "--seconds", str(args.seconds)] + (["--source-fps", str(source_fps)] if source_fps else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -314,7 +324,8 @@ def main() -> None:
     if args.steps:
         per_step_costs(args)
         return
-    args.phases = ["raw"] + [p for p in args.phases if p != "raw"] + (["mqtt"] if args.mqtt and "mqtt" not in args.phases else [])
+    mqtt = ["mqtt"] if args.mqtt and "mqtt" not in args.phases else []
+    args.phases = ["raw"] + [p for p in args.phases if p != "raw"] + mqtt
     load_before = load()
     rounds = [run_round(args, rep) for rep in range(args.repeat)]
     print_tables(rounds, args, load_before)
@@ -323,12 +334,14 @@ def main() -> None:
 def print_tables(rounds: list[dict[str, dict]], args: argparse.Namespace, load_before: str) -> None:
     def col(phase: str, key: str, digits: int = 2) -> str:
         values = [r[phase].get(key) for r in rounds]
-        return "-" if values[0] is None else fmt_spread(values, digits)
+        present = [float(v) for v in values if v is not None]
+        return "-" if len(present) < len(values) else fmt_spread(present, digits)
 
     print(f"\nmodel {args.model.name}, {args.threads} threads, {args.seconds:g} s per phase, 640x480 frames, "
           f"{args.repeat} round(s); median (min-max) over rounds")
     print(host_line(load_before) + "\n")
-    print("| phase | ms/frame median | ms/frame p90 | FPS | latency p50 ms | latency p99 ms | CPU % (1 core) | peak RSS MB | torch imported |")
+    print("| phase | ms/frame median | ms/frame p90 | FPS | latency p50 ms | latency p99 ms | CPU % (1 core) "
+          "| peak RSS MB | torch imported |")
     print("|---|---|---|---|---|---|---|---|---|")
     for phase in args.phases:
         imported = "yes" if any(r[phase].get("torch_imported") for r in rounds) else "no"

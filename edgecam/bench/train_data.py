@@ -37,7 +37,7 @@ def _place(frame: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> None
     patch = cv2.resize(obj, (side, h), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         patch = patch[:, ::-1]
-    mask = np.zeros((h, side), np.float32)
+    mask: np.ndarray = np.zeros((h, side), np.float32)
     cv2.ellipse(mask, (side // 2, h // 2), (side // 2 - 2, h // 2 - 2), 0, 0, 360, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), 3)[:, :, None]
     x = int(rng.integers(x1, x2 - side))
@@ -50,9 +50,9 @@ def _light_and_noise(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = crop.shape[:2]
     gain = rng.uniform(0.55, 1.3)
     ramp = np.linspace(-1, 1, w, dtype=np.float32)[None, :, None] * rng.uniform(-25, 25)
-    cast = rng.uniform(0.92, 1.08, size=3).astype(np.float32)
+    cast = np.asarray(rng.uniform(0.92, 1.08, size=3), np.float32)
     out = crop.astype(np.float32) * gain * cast + rng.uniform(-30, 30) + ramp
-    out += rng.normal(0, rng.uniform(2, 8), size=out.shape).astype(np.float32)
+    out += np.asarray(rng.normal(0, rng.uniform(2, 8), size=out.shape), np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

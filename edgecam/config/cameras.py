@@ -94,7 +94,8 @@ class CamerasMixin(Section):
         for name in cameras:
             check_name(name, "camera")
             if name in RESERVED_CAMERA_NAMES:
-                raise ValueError(f"camera name {name!r} is reserved (one of {', '.join(sorted(RESERVED_CAMERA_NAMES))})")
+                reserved = ", ".join(sorted(RESERVED_CAMERA_NAMES))
+                raise ValueError(f"camera name {name!r} is reserved (one of {reserved})")
         return cameras
 
     @model_validator(mode="after")

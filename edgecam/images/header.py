@@ -25,6 +25,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,7 +72,7 @@ def _bad(fmt: str, why: str) -> ImageRejected:
     return ImageRejected(400, f"not a valid {fmt} file: {why}")
 
 
-def _unpack(fmt: str, data: bytes, offset: int) -> tuple[int, ...]:
+def _unpack(fmt: str, data: bytes, offset: int) -> tuple[Any, ...]:
     if offset < 0 or offset + struct.calcsize(fmt) > len(data):
         raise _Truncated
     return struct.unpack_from(fmt, data, offset)

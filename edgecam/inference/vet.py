@@ -199,7 +199,8 @@ def _child(argv: list[str]) -> dict[str, Any]:
             probabilities = classifier.probabilities_batch([crop])
             slowest = max(slowest, (time.perf_counter() - t0) * 1000.0)
             if probabilities.shape != (1, classifier.info.num_classes):
-                raise ModelError(f"outputs have shape {probabilities.shape}, expected (1, {classifier.info.num_classes})")
+                raise ModelError(f"outputs have shape {probabilities.shape}, "
+                                 f"expected (1, {classifier.info.num_classes})")
             if not np.isfinite(probabilities).all():
                 raise ModelError("its outputs on a real frame are not finite numbers (NaN or infinity)")
     except ModelError as err:

@@ -16,7 +16,8 @@ An INT8 file (QDQ, from ``edgecam model build``) works too, for a device that
 keeps only the file it runs: its weights are dequantized into float initializers
 and each activation QuantizeLinear/DequantizeLinear pair becomes the Clip it
 implies, which gives a float graph with the INT8 file's (rounded) weights and
-clamps. Its features are close to the FP32 file's, not equal (see the tests). A model whose backbone was fine-tuned (``--finetune``) is
+clamps. Its features are close to the FP32 file's, not equal
+(see the tests). A model whose backbone was fine-tuned (``--finetune``) is
 refused: its features were tuned to another task.
 """
 

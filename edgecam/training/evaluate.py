@@ -71,7 +71,7 @@ def evaluate(fp32: Classifier, int8: Classifier, dataset: Dataset, trained_logit
     pred_fp32, pred_int8 = lf.argmax(1), li.argmax(1)
     top5 = np.argsort(-li, axis=1)[:, : min(5, li.shape[1])]
     labels = dataset.labels
-    matrix = confusion_matrix(truth, pred_int8, len(labels))
+    matrix = confusion_matrix(truth.tolist(), pred_int8.tolist(), len(labels))
     agreement = {
         "images": len(truth),
         "top1": round(float((pred_fp32 == pred_int8).mean()), 4),
@@ -86,7 +86,7 @@ def evaluate(fp32: Classifier, int8: Classifier, dataset: Dataset, trained_logit
     return {
         "val_images": len(truth),
         "accuracy": {
-            "fp32": round(accuracy(confusion_matrix(truth, pred_fp32, len(labels))), 4),
+            "fp32": round(accuracy(confusion_matrix(truth.tolist(), pred_fp32.tolist(), len(labels))), 4),
             "int8": round(accuracy(matrix), 4),
         },
         "per_class": per_class(matrix, labels),

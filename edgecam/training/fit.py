@@ -123,11 +123,10 @@ def train_tail(tail: torch.nn.Module, head: torch.nn.Linear, trunk_train: np.nda
     rng = np.random.default_rng(seed)
     tail.to(device).eval()
     head.to(device).eval()
-    params = [{"params": list(tail.parameters()), "lr": settings.lr_tail},
-              {"params": list(head.parameters()), "lr": settings.lr_head}]
-    for group in params:
-        for param in group["params"]:
-            param.requires_grad_(True)
+    tail_params, head_params = list(tail.parameters()), list(head.parameters())
+    for param in (*tail_params, *head_params):
+        param.requires_grad_(True)
+    params = [{"params": tail_params, "lr": settings.lr_tail}, {"params": head_params, "lr": settings.lr_head}]
     optimizer = torch.optim.AdamW(params, weight_decay=WEIGHT_DECAY)
     weight = torch.from_numpy(class_weights(y_train, head.out_features)).to(device)
     targets = torch.from_numpy(y_train.astype(np.int64))

@@ -84,7 +84,7 @@ def _full_float32_on_gpu() -> None:
     import torch
 
     try:  # torch >= 2.9
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
         torch.backends.cuda.matmul.fp32_precision = "ieee"
     except AttributeError:
         torch.backends.cudnn.allow_tf32 = False
@@ -104,9 +104,9 @@ def build_network(arch: str, size: int, num_classes: int, seed: int, weights: st
     torch.manual_seed(seed)
     if arch == "resnet18":
         module.fc = torch.nn.Linear(module.fc.in_features, num_classes)
-        trunk = torch.nn.Sequential(module.conv1, module.bn1, module.relu, module.maxpool,
+        trunk: torch.nn.Module = torch.nn.Sequential(module.conv1, module.bn1, module.relu, module.maxpool,
                                     module.layer1, module.layer2, module.layer3)
-        tail = torch.nn.Sequential(module.layer4, module.avgpool, torch.nn.Flatten(1))
+        tail: torch.nn.Module = torch.nn.Sequential(module.layer4, module.avgpool, torch.nn.Flatten(1))
         head = module.fc
     else:
         module._fc = torch.nn.Linear(module._fc.in_features, num_classes)

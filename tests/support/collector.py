@@ -40,7 +40,8 @@ class Collector:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.v5 = protocol == "5"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"collector-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)

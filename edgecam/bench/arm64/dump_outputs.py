@@ -100,9 +100,9 @@ def make_preprocessor(session: ort.InferenceSession, name: str, fault: str | Non
     if fault == "bgr":
         info = dataclasses.replace(info, color_order="BGR" if info.color_order == "RGB" else "RGB")
     elif fault == "mean":
-        info = dataclasses.replace(info, mean=_other(info.mean, IMAGENET_MEAN))
+        info = dataclasses.replace(info, mean=_other(info.mean, IMAGENET_MEAN))  # type: ignore[arg-type]
     elif fault == "std":
-        info = dataclasses.replace(info, std=_other(info.std, IMAGENET_STD))
+        info = dataclasses.replace(info, std=_other(info.std, IMAGENET_STD))  # type: ignore[arg-type]
     elif fault == "stretch":
         import cv2
 
@@ -124,7 +124,8 @@ def load_photos(photos: Path | None) -> list[tuple[str, np.ndarray]]:
         return []
     import cv2
 
-    return [(p.name, cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in sorted(photos.iterdir()) if p.is_file()]
+    photos_read = [(p.name, cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in sorted(photos.iterdir()) if p.is_file()]
+    return [(name, image) for name, image in photos_read if image is not None]
 
 
 def dump_model(path: Path, args: argparse.Namespace, photos: list[tuple[str, np.ndarray]]) -> dict:

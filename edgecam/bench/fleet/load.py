@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for first in range(0, args.devices, per):
             count = min(per, args.devices - first)
             children.append(subprocess.Popen(
-                [sys.executable, "-m", "edgecam.bench.fleet.load", "--child", str(count), "--first", str(first), "--port", str(broker.port),
+                [sys.executable, "-m", "edgecam.bench.fleet.load", "--child", str(count), "--first", str(first),
+                 "--port", str(broker.port),
                  "--start-at", repr(start_at), "--workdir", str(workdir), "--rate", str(args.rate),
                  "--seconds", str(args.seconds), "--state-every", str(args.state_every), "--qos", str(args.qos),
                  "--device-protocol", args.device_protocol],
@@ -299,7 +300,8 @@ def print_report(report: dict[str, Any], load_before: str) -> None:
           f"{report['delivered']} (consumers: {report['per_consumer']}); device-side drops {report['device_drops']}, "
           f"outbox evictions {report['outbox_evicted']}, late pacing ticks {report['late_ticks']}, "
           f"queues drained: {report['drained']}")
-    print("targets (QoS 1: 0 lost; with a restart: 0 state changes lost):", "met" if report["targets_met"] else "MISSED")
+    print("targets (QoS 1: 0 lost; with a restart: 0 state changes lost):",
+          "met" if report["targets_met"] else "MISSED")
 
 
 def main() -> None:

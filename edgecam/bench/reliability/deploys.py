@@ -27,7 +27,7 @@ Row = Callable[[str, str, str, bool], None]
 #: harness shares this machine's CPUs with the daemon, so a faster flood would measure itself.
 FLOOD_PER_S = 500.0
 
-HOSTILE = {
+HOSTILE: dict[str, Callable[[Path], Path]] = {
     "NaN on real frames": hostile_models.nan_on_real_frames,
     "20000 px input": hostile_models.huge_input,
     "gigabytes when it runs": hostile_models.memory_hog,

@@ -102,7 +102,8 @@ def http_requests(samples: dict[str, bytes]) -> st.SearchStrategy[bytes]:
                             "/api/capture", "/latest.jpg", "/", "/%00", "/" + "a" * 5000]) | \
         st.text(max_size=40).map(lambda t: "/" + t.replace(" ", "%20").replace("\r", "").replace("\n", ""))
     content_type = st.sampled_from(["image/jpeg", "image/png", "text/plain", "application/json",
-                                    "multipart/form-data; boundary=x", "multipart/form-data", "image/jpeg; a=b"]) | _VALUE
+                                    "multipart/form-data; boundary=x", "multipart/form-data",
+                                    "image/jpeg; a=b"]) | _VALUE
     length = st.sampled_from(["actual", "actual", "none", "huge", "negative", "junk", "short", "twice"])
     extra = st.lists(st.tuples(_TOKEN, _VALUE), max_size=4) | st.just([("X-Big", "x" * 70_000)])
     version = st.sampled_from(["HTTP/1.0", "HTTP/1.1", "HTTP/1.1", "HTTP/2.0", "HTTP/0.9", "JUNK"])

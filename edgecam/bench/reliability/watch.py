@@ -184,7 +184,7 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_: self._connected.clear()
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1.0)
+        self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
         if not self._connected.wait(10):
