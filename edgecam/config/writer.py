@@ -16,10 +16,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 from edgecam.config.loader import load_text, read_text
 from edgecam.config.root import Config
@@ -29,7 +29,9 @@ from edgecam.errors import ConfigConflict, ConfigError
 DELETE = object()
 
 
-def _yaml() -> YAML:
+def _yaml() -> "YAML":
+    from ruamel.yaml import YAML  # only when a change is written: the daemon needs it rarely
+
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a user's long lines
@@ -45,6 +47,8 @@ def _represent_none(representer: Any, _data: None) -> Any:
 
 def _node(value: Any) -> Any:
     """A plain value as ruamel nodes: short lists of scalars in flow style ([x1, y1, x2, y2])."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     if isinstance(value, Mapping):
         node = CommentedMap()
         for key, item in value.items():
@@ -74,6 +78,8 @@ class ConfigFile:
         original = read_text(self.path)
         self._read = original
         data = yaml.load(original)
+        from ruamel.yaml.comments import CommentedMap
+
         if data is None:
             data = CommentedMap()
         if not isinstance(data, CommentedMap):
@@ -122,7 +128,9 @@ class ConfigFile:
             os.replace(self.backup, self.path)
 
 
-def _apply(data: CommentedMap, dotted: str, value: Any, file: Path) -> None:
+def _apply(data: Any, dotted: str, value: Any, file: Path) -> None:
+    from ruamel.yaml.comments import CommentedMap
+
     *parents, leaf = dotted.split(".")
     node = data
     for depth, key in enumerate(parents):

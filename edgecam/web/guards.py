@@ -18,13 +18,15 @@ import hmac
 import ipaddress
 import os
 import socket
-from email.message import Message
-from typing import Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from edgecam.config import HttpAuthConfig
 from edgecam.errors import ConfigError
 from edgecam.secrets import read_secret_file
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WILDCARDS = {"", "0.0.0.0", "::"}

@@ -10,15 +10,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import Message
 from io import BufferedIOBase
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from edgecam.config import HttpPreviewConfig
 from edgecam.control.protocol import DaemonControl
 from edgecam.preview.hub import PreviewHub
 from edgecam.web.guards import HostCheck
 from edgecam.web.limits import Limits
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 
 class App(Protocol):
