@@ -34,7 +34,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("OpenCV", "import cv2"),
     ("onnxruntime", "import onnxruntime"),
     ("the daemon's modules (paho, sqlite, web)", "import edgecam.service.daemon, edgecam.publish.mqtt, edgecam.web"),
-    ("the model's session, warmed", "from edgecam.model.classifier import Classifier; c = Classifier(MODEL, threads=2)"),
+    ("the model's session, warmed",
+     "from edgecam.model.classifier import Classifier; c = Classifier(MODEL, threads=2)"),
     ("a batch of 4 crops through it",
      "import numpy as np; c.probabilities_batch([np.zeros((480, 640, 3), np.uint8)] * 4)"),
 )

@@ -83,23 +83,11 @@ class CameraConfig(SourceConfig):
         return regions
 
 
-class CamerasMixin(Section):
-    """The root config's ``cameras`` key and its rules (mixed into Config)."""
-
-    cameras: dict[str, CameraConfig] = {}
-
-    @field_validator("cameras")
-    @classmethod
-    def _camera_names(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
-        for name in cameras:
-            check_name(name, "camera")
-            if name in RESERVED_CAMERA_NAMES:
-                reserved = ", ".join(sorted(RESERVED_CAMERA_NAMES))
-                raise ValueError(f"camera name {name!r} is reserved (one of {reserved})")
-        return cameras
-
-    @model_validator(mode="after")
-    def _source_or_cameras(self) -> "CamerasMixin":
-        if self.cameras and "source" in self.model_fields_set:
-            raise ValueError("give either source (one camera) or cameras (several), not both")
-        return self
+def check_camera_names(cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+    """The root config's ``cameras`` keys: topic-safe names, none a reserved topic word."""
+    for name in cameras:
+        check_name(name, "camera")
+        if name in RESERVED_CAMERA_NAMES:
+            reserved = ", ".join(sorted(RESERVED_CAMERA_NAMES))
+            raise ValueError(f"camera name {name!r} is reserved (one of {reserved})")
+    return cameras

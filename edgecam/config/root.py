@@ -5,14 +5,14 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgecam.config.cameras import (
     DEFAULT_CAMERA,
     DEFAULT_REGION,
     CameraConfig,
-    CamerasMixin,
     RegionConfig,
+    check_camera_names,
 )
 from edgecam.config.sections import (
     BufferConfig,
@@ -22,12 +22,13 @@ from edgecam.config.sections import (
     MqttConfig,
     PreviewConfig,
     PublishConfig,
+    Section,
     SourceConfig,
     StatsConfig,
 )
 
 
-class Config(CamerasMixin):
+class Config(Section):
     device_id: str = Field(default_factory=lambda: _default_device_id())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     source: SourceConfig = SourceConfig()
@@ -39,6 +40,18 @@ class Config(CamerasMixin):
     stats: StatsConfig = StatsConfig()
     preview: PreviewConfig = PreviewConfig()
     collect: CollectConfig = CollectConfig()
+    cameras: dict[str, CameraConfig] = {}  # several cameras; replaces source:
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, cameras: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        return check_camera_names(cameras)
+
+    @model_validator(mode="after")
+    def _source_or_cameras(self) -> "Config":
+        if self.cameras and "source" in self.model_fields_set:
+            raise ValueError("give either source (one camera) or cameras (several), not both")
+        return self
 
     @field_validator("device_id")
     @classmethod
