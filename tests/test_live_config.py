@@ -10,6 +10,7 @@ delivering (no gap of 1 s between its results), and the invalid edit changes not
 from __future__ import annotations
 
 import copy
+import json
 import signal
 import time
 from pathlib import Path
@@ -139,6 +140,56 @@ def test_config_edits_apply_live_on_sighup(broker: Broker, resnet_int8: Path, ef
         assert not [line for line in daemon.errors if "Traceback" in line], daemon.errors
         code, _ = daemon.terminate()
         assert code == 0
+    finally:
+        collector.close()
+        daemon.kill()
+
+
+def test_mqtt_writes_a_change_into_the_config_file_only_when_allowed(broker: Broker, resnet_int8: Path,
+                                                                     tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.avi", moving_frames(40), fps=10)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"""\
+# the user's own comment
+device_id: live
+model: {{path: {resnet_int8}, threads: 1}}
+mqtt:
+  host: {broker.host}
+  port: {broker.port}
+  commands:
+    config_writes: false  # off: anyone on the broker could rewrite this file
+cameras:
+  a:
+    uri: {clip}
+    regions:
+      x: {{box: [0.0, 0.0, 0.5, 0.5]}}  # drawn by hand
+""")
+    collector = Collector(broker, [f"{PREFIX}/#"])
+    daemon = DaemonProcess(["--config", str(path)], tmp_path)
+
+    def command(payload: dict[str, Any]) -> dict[str, Any]:
+        topic = f"{PREFIX}/cmd/response"
+        before = len(collector.messages(topic))
+        collector.client.publish(f"{PREFIX}/cmd", json.dumps(payload).encode(), qos=1)
+        return collector.wait_for(topic, before + 1, timeout=60)[before].json()
+
+    try:
+        wait_results(collector, "a", "x", 3, timeout=60)
+        change = {"cmd": "config", "set": {"cameras.a.regions.x.box": [0.5, 0.0, 1.0, 0.5]}}
+        refused = command(change)
+        assert refused["ok"] is False and "mqtt.commands.config_writes" in refused["error"], refused
+        assert "[0.0, 0.0, 0.5, 0.5]" in path.read_text()
+
+        path.write_text(path.read_text().replace("config_writes: false", "config_writes: true"))
+        daemon.terminate()  # mqtt.* needs a restart (a reload would say so)
+        daemon = DaemonProcess(["--config", str(path)], tmp_path)
+        wait_results(collector, "a", "x", 3, timeout=60)
+        reply = command(change)
+        assert reply["ok"] is True and reply["changes"] == ["region a/x: box changed"], reply
+        text = path.read_text()
+        assert "box: [0.5, 0.0, 1.0, 0.5]" in text and "# the user's own comment" in text and "# drawn by hand" in text
+        wait_until(lambda: latest_state(collector)["cameras"]["a"]["regions"]["x"]["settings"]["box"]
+                   == [0.5, 0.0, 1.0, 0.5], 20, "the new box running")
     finally:
         collector.close()
         daemon.kill()

@@ -44,8 +44,8 @@ def _region(samples: Path, camera: str, region: str, seed: int, per_class: int =
     rng = np.random.default_rng(seed)
     for label, present in (("cat", True), ("empty", False)):
         for _ in range(per_class):
-            assert store.add(scene_sample(present, rng), "command", label=label, force=True) is not None
-    store.add(scene_sample(True, rng), "low_score", force=True)  # one unlabelled sample in inbox/
+            assert store.capture(scene_sample(present, rng), label) is not None
+    store.add(scene_sample(True, rng), "low-score")  # one unlabelled sample in inbox/
     return samples / camera / region
 
 

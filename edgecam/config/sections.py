@@ -147,6 +147,9 @@ class CommandsConfig(Section):
     max_payload_bytes: int = Field(4096, ge=16, le=1_000_000)
     # Commands waiting for their worker; one that finds the queue full gets a "busy" reply.
     queue_size: int = Field(32, ge=1, le=10_000)
+    # The "config" command rewrites config.yaml (cameras, regions, the broker...): off unless the
+    # broker only lets trusted clients publish (users and passwords, or a private network).
+    config_writes: bool = False
 
 
 class DiscoveryConfig(Section):

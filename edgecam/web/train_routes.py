@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from edgecam.config.writer import DELETE
+from edgecam.control.edits import parse_edits
 from edgecam.dataset.collector import CaptureRateLimited
 from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
@@ -118,8 +118,6 @@ def api_reload(req: Request) -> None:
     req.send_json(200, reply)
 
 
-MAX_EDITS = 64
-_KEY_PATH = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,8}")
 
 
 def api_config(req: Request) -> None:
@@ -129,20 +127,10 @@ def api_config(req: Request) -> None:
     not validate: nothing is written."""
     if req.app.credentials is None:
         raise HttpError(403, "changing the config file needs preview.http.auth")
-    data = _read_json(req)
-    unknown = set(data) - {"set", "delete"}
-    if unknown:
-        raise HttpError(400, f"unknown key(s): {', '.join(sorted(unknown))[:100]} (expected set, delete)")
-    sets, deletes = data.get("set", {}), data.get("delete", [])
-    if not isinstance(sets, dict) or not isinstance(deletes, list):
-        raise HttpError(400, "set must be an object and delete a list of key paths")
-    edits: dict[str, Any] = dict(sets)
-    edits.update({key: DELETE for key in deletes if isinstance(key, str)})
-    if not edits or len(edits) > MAX_EDITS or len(deletes) + len(sets) != len(edits):
-        raise HttpError(400, f"give 1 to {MAX_EDITS} distinct key paths")
-    bad = [key for key in edits if not isinstance(key, str) or not _KEY_PATH.fullmatch(key)]
-    if bad:
-        raise HttpError(400, f"not a key path: {str(bad[0])[:80]!r} (e.g. cameras.garage.regions.door.box)")
+    try:
+        edits = parse_edits(_read_json(req))
+    except ConfigError as err:
+        raise HttpError(400, str(err)) from None
     try:
         reply = req.app.control.edit_config(edits)
     except ConfigConflict as err:

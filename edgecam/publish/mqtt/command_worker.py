@@ -96,7 +96,7 @@ class CommandHandler:
                          "must not be published with the retain flag; clear it with an empty retained message")
             return
         outcome = commands.handle_command(event[1], self._control, self._cfg.max_payload_bytes, self.rejects,
-                                          self._targets.check if self._targets is not None else None)
+                                          self._check)
         self.handled += 1
         if outcome.snapshot is not None:
             self._link.send(self._topics.snapshot, outcome.snapshot, 1, False, self._props.get(JPEG))
@@ -106,6 +106,14 @@ class CommandHandler:
             self._link.send(self._topics.state, encode_json(outcome.state), 1, True, self._props.get(JSON))
         self._link.send(self._topics.cmd_response, commands.encode_reply(outcome.reply), 1, False,
                         self._props.get(JSON))
+
+    def _check(self, command: Command) -> None:
+        """What the daemon must not even be asked: config writes when they are off, names it lacks."""
+        if command.cmd == "config" and not self._cfg.config_writes:
+            raise CommandError("config writes over MQTT are off (mqtt.commands.config_writes: false): anyone who "
+                               "can publish on the broker could rewrite the config", command.cmd, command.id, "refused")
+        if self._targets is not None:
+            self._targets.check(command)
 
     def idle(self) -> None:
         self.rejects.flush()

@@ -11,6 +11,9 @@ Payload: a JSON object ``{"cmd": NAME, "id": optional str|int, ...}`` with NAME
 * ``status``              republish the retained state;
 * ``reload``              re-read the config file and apply the difference live, with every model
   file that changed on disk (as SIGHUP does): the reply lists the changes and what needs a restart;
+* ``config``              write a change into the config file and apply it live (only with
+  ``mqtt.commands.config_writes: true``): ``{"cmd": "config", "set": {"cameras.garage.regions.door.box":
+  [0.1, 0.2, 0.5, 0.9]}, "delete": ["cameras.garage.regions.old"]}``;
 * ``capture``             save a region's crop of the newest frame as a training sample:
   ``{"cmd": "capture", "camera": "garage", "region": "door", "label": "open"}`` (no label: the inbox).
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgecam.config.cameras import NAME_PATTERN
+from edgecam.control.edits import parse_edits
 from edgecam.control.protocol import DaemonControl
 from edgecam.control.settings import (
     REGION_SETTINGS,
@@ -47,11 +51,11 @@ from edgecam.result import encode_json
 logger = logging.getLogger(__name__)
 
 CommandId = str | int
-COMMANDS = ("pause", "resume", "snapshot", "set", "status", "capture", "reload")
+COMMANDS = ("pause", "resume", "snapshot", "set", "status", "capture", "reload", "config")
 # The keys naming what a command acts on, besides its settings.
 TARGETS: dict[str, tuple[str, ...]] = {"pause": ("camera",), "resume": ("camera",), "snapshot": ("camera",),
                                        "set": ("camera", "region"), "status": (),
-                                       "capture": ("camera", "region", "label"), "reload": ()}
+                                       "capture": ("camera", "region", "label"), "reload": (), "config": ()}
 MAX_ID_CHARS = 128
 
 
@@ -159,6 +163,11 @@ def parse_command(payload: bytes, max_bytes: int = 4096) -> Command:
         raise CommandError(f"unknown command {cmd[:64]!r} (expected one of {', '.join(COMMANDS)})", None, cid)
     targets = _read_targets(obj, cmd, cid)
     rest = {k: v for k, v in obj.items() if k not in ("cmd", "id", *TARGETS[cmd])}
+    if cmd == "config":
+        try:
+            return Command(cmd, cid, parse_edits(rest))
+        except ConfigError as err:
+            raise CommandError(str(err), cmd, cid) from None
     if cmd != "set":
         if rest:
             raise CommandError(f"unexpected key(s) for {cmd!r}: {', '.join(sorted(rest))[:200]}", cmd, cid)
@@ -196,6 +205,8 @@ def execute(command: Command, control: DaemonControl) -> Outcome:
         reply["paused"] = bool((control.pause if command.cmd == "pause" else control.resume)(command.camera))
     elif command.cmd == "set":
         reply["settings"] = control.apply_settings(dict(command.settings), command.camera, command.region)
+    elif command.cmd == "config":
+        reply.update(control.edit_config(dict(command.settings)))  # written, then applied live
     elif command.cmd == "reload":
         reply.update(control.reload())  # the config file and changed model files; raises: nothing changed
     elif command.cmd == "capture":

@@ -28,6 +28,7 @@ KINDS = {
     "failed": "failed",
     "crashed": "internal error",
     "retained": "retained command",
+    "refused": "refused (config writes off)",
 }
 
 
