@@ -55,8 +55,22 @@ def model_faults(sub: Subscriber, region_model: Path, good: Path, workdir: Path,
             "refused, >= 60% of idle", refused and per_s >= 0.6 * idle)
     replace_file(good, region_model)
     reply = sub.command({"cmd": "reload"}, timeout_s=120)
-    row("the good model back (reload)", json.dumps((reply or {}).get("changes"))[:100], "ok",
-        reply is not None and reply.get("ok") is True)
+    trusted = _wait_trusted(sub, timeout_s=60)  # until then the model it replaced stays loaded
+    row("the good model back (reload), trusted after its probation",
+        f"{json.dumps((reply or {}).get('changes'))[:100]}; {'trusted' if trusted else 'still on probation'}",
+        "ok, trusted", reply is not None and reply.get("ok") is True and trusted)
+
+
+def _wait_trusted(sub: Subscriber, timeout_s: float) -> bool:
+    """True once no region of the daemon is on probation (its status command says so)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = (sub.command({"cmd": "status"}, timeout_s=10) or {}).get("state", {})
+        regions = [r for camera in state.get("cameras", {}).values() for r in camera.get("regions", {}).values()]
+        if regions and not any(region.get("probation") for region in regions):
+            return True
+        time.sleep(1.0)
+    return False
 
 
 def command_flood(sub: Subscriber, daemon: Daemon, idle: float, row: Row, seconds: float = 5.0) -> None:
