@@ -94,7 +94,7 @@ def _int8_limits(report: str) -> dict[str, tuple[float, float]]:
             report, re.MULTILINE):
         assert float(limit) == max(1.0, 2 * float(dev)), report
         assert float(limit_mean) == pytest.approx(max(0.001, 2 * float(dev_mean)), abs=2e-3), report
-        # Strict enough: a wrong mean/std moved these models' outputs by 14-91 steps (README).
+        # Strict enough: a wrong mean/std moved these models' outputs by 14-91 steps (docs/arm64.md).
         assert float(limit) <= 10, f"{stem}: derived limit {limit} steps is too loose to catch real faults"
         found[stem] = (float(limit), float(limit_mean))
     return found
