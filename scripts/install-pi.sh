@@ -157,9 +157,18 @@ ensure_dir() {  # path mode owner group
   run install -d -m "$2" -o "$3" -g "$4" "$ROOT$1"
 }
 
+fix_mode() {  # path mode group: an upgrade from a release whose daemon could not write /etc/edgecam
+  [ -e "$ROOT$1" ] || return 0
+  [ "$(stat -c '%a' "$ROOT$1")" = "$2" ] && return 0
+  run chmod "$2" "$ROOT$1"
+  run chgrp "$3" "$ROOT$1"
+}
+
 ensure_dirs() {
+  fix_mode "$ETC_DIR" 770 "$SERVICE_USER"
+  fix_mode "$ETC_DIR/config.yaml" 660 "$SERVICE_USER"
   ensure_dir "$APP_DIR" 0755 root root
-  ensure_dir "$ETC_DIR" 0750 root "$SERVICE_USER"
+  ensure_dir "$ETC_DIR" 0770 root "$SERVICE_USER"  # the daemon writes config.yaml (web region editor, deploys)
   ensure_dir "$STATE_DIR" 0750 "$SERVICE_USER" "$SERVICE_USER"
   ensure_dir "$MODEL_DIR" 0750 "$SERVICE_USER" "$SERVICE_USER"
 }
@@ -225,7 +234,7 @@ install_config() {
   else
     local edits
     mapfile -t edits < <(config_edits)
-    run install -m 0640 -o root -g "$SERVICE_USER" "$CONFIG_FILE" "$ROOT$ETC_DIR/config.yaml"
+    run install -m 0660 -o root -g "$SERVICE_USER" "$CONFIG_FILE" "$ROOT$ETC_DIR/config.yaml"
     run sed -i "${edits[@]}" "$ROOT$ETC_DIR/config.yaml"
   fi
   if [ ! -f "$ROOT$ETC_DIR/edgecam.env" ]; then

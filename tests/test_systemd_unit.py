@@ -93,7 +93,8 @@ def test_unit_has_the_service_contract() -> None:
     assert {"char-video4linux rw", "char-media rw", "char-dma_heap rw"} <= set(d["DeviceAllow"])
     assert d["MemoryDenyWriteExecute"] == ["yes"] and d["NoNewPrivileges"] == ["yes"]
     assert d["CapabilityBoundingSet"] == [""]
-    assert "ReadWritePaths" not in d  # StateDirectory/CacheDirectory are the only writable paths
+    # StateDirectory/CacheDirectory and the config folder (the web app writes config.yaml) only
+    assert d["ReadWritePaths"] == ["/etc/edgecam"] and d["ConfigurationDirectoryMode"] == ["0770"]
     assert d["WantedBy"] == ["multi-user.target"]
     # The web preview's max_connections (le=4096 in config.py, 128 by default) plus the daemon's own files fit.
     assert int(d["LimitNOFILE"][0]) >= 4096

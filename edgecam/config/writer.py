@@ -100,8 +100,12 @@ class ConfigFile:
                               "nothing was written, try again")
         folder = self.path.parent
         mode = self.path.stat().st_mode & 0o7777 if self.path.exists() else 0o644
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=f".{self.path.name}.",
-                                             suffix=".tmp", delete=False)
+        try:
+            handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=f".{self.path.name}.",
+                                                 suffix=".tmp", delete=False)
+        except OSError as err:  # a read-only folder (a service without write access to /etc/edgecam)
+            raise ConfigError(f"{self.path}: cannot write the config file: {err.strerror or err} (the daemon "
+                              f"needs write access to {folder}: see docs/raspberry-pi.md)") from None
         try:
             with handle:
                 handle.write(text)
