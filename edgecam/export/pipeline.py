@@ -196,7 +196,7 @@ def ensure_default_model(
     quiet: bool = False,
     **extra: Any,
 ) -> Path:
-    """The README's model: ResNet-18 ImageNet INT8, or EfficientNet-Lite0 when offline.
+    """The default model (docs/model.md): ResNet-18 ImageNet INT8, or EfficientNet-Lite0 when offline.
 
     Returns the INT8 path actually available; up-to-date outputs are reused.
     ``extra`` are further BuildOptions fields (calib, layout, activations...).

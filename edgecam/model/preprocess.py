@@ -25,7 +25,7 @@ CROP_FRACTION = 0.875  # torchvision/timm "crop_pct": resize to size/0.875, crop
 # downscale of a 640x480 frame, cv2.INTER_AREA matches PIL but is ~10x slower.
 # "area+linear" first shrinks by the largest whole factor with INTER_AREA (its
 # fast integer path), then finishes with a bilinear resize: as close to PIL as
-# INTER_AREA for +0.15 ms over INTER_LINEAR (README, model section).
+# INTER_AREA for +0.15 ms over INTER_LINEAR (docs/model.md).
 INTERPOLATIONS = ("area+linear", "linear", "area")
 DEFAULT_INTERPOLATION = "area+linear"
 # "area+linear" finishes with INTER_LINEAR_EXACT: bit-identical on x86 and ARM (plain

@@ -115,7 +115,7 @@ def format_report(info: ModelInfo, files: list[tuple[Path, str]], int8: Path,
 
 
 def deploy_lines(int8: Path, camera: str | None, region: str | None) -> list[str]:
-    """The three ways to deploy (README: Deploy without a restart), for this file and region."""
+    """The three ways to deploy (docs/deploying.md), for this file and region."""
     cam, reg = camera or "<camera>", region or "<region>"
     path = int8.resolve()
     return [

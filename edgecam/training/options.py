@@ -133,6 +133,6 @@ def default_threads(requested: int) -> int:
     Not all of them: PyTorch's CPU threads wait for each other at every operation, so
     when another process holds a core (the daemon on the same Pi, a browser) each step
     waits for the slowest thread. Measured on a busy 2-CPU machine: fine-tuning took
-    68.9 s with 2 threads and 12.6 s with 1 (README, Train your own classes).
+    68.9 s with 2 threads and 12.6 s with 1 (docs/training.md).
     """
     return requested if requested > 0 else max(1, (os.cpu_count() or 2) // 2)

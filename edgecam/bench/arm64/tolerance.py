@@ -2,7 +2,7 @@
 
     tolerance.py --inputs DIR --photos DIR --out FILE MODEL.onnx [...]   (host venv)
 
-Why they differ (README, arm64 section): with exact integer accumulation on both
+Why they differ (docs/arm64.md): with exact integer accumulation on both
 sides (ARM always; x86 with ``session.x64quantprecision``, see dump_outputs.py),
 what remains is rounding at the graph's requantization points. Each build of
 onnxruntime computes the same real value there with a different formula: x86
