@@ -168,9 +168,9 @@ def test_broker_outage_queue_drops_oldest_counted_then_everything_resumes(broker
 
 def test_start_without_broker_then_broker_appears(tmp_path, collector_factory, sink_factory):
     broker = Broker(tmp_path / "late")  # port chosen, nothing listening yet
-    # 3 s between attempts: the broker starts and the collector subscribes before the next one
-    # (else the queued results, QoS 0, would go out before anyone listens).
-    config = mqtt_config(broker, queue_size=4, reconnect={"initial_s": 3.0, "max_s": 3.0})
+    # 10 s between attempts: the broker starts and the collector subscribes before the next one,
+    # however busy the machine (else the queued results, QoS 0, would go out before anyone listens).
+    config = mqtt_config(broker, queue_size=4, reconnect={"initial_s": 10.0, "max_s": 10.0})
     prefix = config.topic_prefix
     began = time.monotonic()
     sink = sink_factory(config, FakeControl())
@@ -181,11 +181,11 @@ def test_start_without_broker_then_broker_appears(tmp_path, collector_factory, s
     counters = sink.counters()
     assert (counters["queued"], counters["dropped"], counters["published"]) == (4, 6, 0)
     before = _failures(sink)
-    wait_until(lambda: _failures(sink) > before, timeout=8, what="a failed connection attempt")
+    wait_until(lambda: _failures(sink) > before, timeout=15, what="a failed connection attempt")
     try:
         broker.start()
         collector = collector_factory(broker, [f"{prefix}/result", f"{prefix}/stats"])
-        wait_until(lambda: sink.connected, timeout=15, what="sink connects once the broker is up")
+        wait_until(lambda: sink.connected, timeout=25, what="sink connects once the broker is up")
         sink.publish_result(make_result(10))
         seqs = [m.json()["seq"] for m in collector.wait_for(f"{prefix}/result", 5)]
         assert seqs == [6, 7, 8, 9, 10]  # queued ones first, in order, then the new one

@@ -50,6 +50,8 @@ class Targets:
             return
         if not self._known(command.camera, command.region):
             self._reload()
+            if not self._regions:
+                return  # still starting (no camera built yet): the daemon answers, once it has them
             if not self._known(command.camera, command.region):
                 # (worded as the daemon words it)
                 if command.camera not in self._regions:
