@@ -186,6 +186,7 @@ def test_start_without_broker_then_broker_appears(tmp_path, collector_factory, s
         broker.start()
         collector = collector_factory(broker, [f"{prefix}/result", f"{prefix}/stats"])
         wait_until(lambda: sink.connected, timeout=25, what="sink connects once the broker is up")
+        wait_until(lambda: sink.counters()["queued"] == 0, timeout=10, what="the queued results sent")
         sink.publish_result(make_result(10))
         seqs = [m.json()["seq"] for m in collector.wait_for(f"{prefix}/result", 5)]
         assert seqs == [6, 7, 8, 9, 10]  # queued ones first, in order, then the new one
