@@ -57,7 +57,8 @@ def _assert_report(report: str) -> None:
     assert "RESULT: PASS" in report, report
     assert re.search(r"^root: uname -m aarch64,", report, re.MULTILINE), report
     # 1. Same Top-3 labels for every photo; a swap only between labels the host scores as tied.
-    classify = re.findall(r"^classify top-3 (\S+ \S+): host (\[.*?\]) \| arm64 (\[.*?\]) -> (\S+)", report, re.MULTILINE)
+    classify = re.findall(r"^classify top-3 (\S+ \S+): host (\[.*?\]) \| arm64 (\[.*?\]) -> (\S+)", report,
+                          re.MULTILINE)
     assert len(classify) >= 6, report
     for image, host, arm, verdict in classify:
         assert verdict in ("same", "near-tie"), f"{image}: host {host} vs arm64 {arm}"
@@ -231,7 +232,9 @@ def test_host_pipeline_passes_itself_and_fails_a_wrong_mean(resnet_int8: Path, t
         assert dump_outputs.main(argv) == 0
         return tmp_path / out
 
-    host, again, wrong = dump("host", "--exact-int8"), dump("again"), dump("wrong", "--fault", "mean")
+    # "again" and "wrong" stand for the ARM side, whose INT8 sums are always exact.
+    host, again = dump("host", "--exact-int8"), dump("again", "--exact-int8")
+    wrong = dump("wrong", "--exact-int8", "--fault", "mean")
     argv = ["outputs", "--host", str(host), "--tolerance", str(tol_file), str(resnet_int8)]
     assert compare.main([*argv, "--arm", str(again)]) == 0
     assert compare.main([*argv, "--arm", str(wrong)]) == 1

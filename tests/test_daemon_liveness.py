@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from edgecam.bench.media import moving_frames, write_video
+from edgecam.model import cpu
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.mqtt import Collector, free_port
 from tests.support.notify import NotifyListener
@@ -101,7 +102,8 @@ def test_a_wedged_classifier_stops_the_watchdog_even_when_paused_or_the_camera_i
 
         gate.unlink()  # the model answers again
         assert notify.wait_for_pings(2, timeout=10)
-        assert wait_health(port, 200)["reason"] == "ok"
+        healthy = wait_health(port, 200)
+        assert healthy["reason"] == "ok" and healthy["int8"] == cpu.auto().as_dict()
         assert command(collector, "edgecam/wedge", {"cmd": "pause"})["paused"] is True
         assert wait_health(port, 200)["reason"] == "paused"  # paused and alive is healthy
         command(collector, "edgecam/wedge", {"cmd": "resume"})

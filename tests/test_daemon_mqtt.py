@@ -14,6 +14,7 @@ import pytest
 
 from edgecam.bench.media import moving_frames, write_video
 from edgecam.config import parse_config
+from edgecam.model import cpu
 from edgecam.publish.sink import Sink
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
@@ -80,6 +81,9 @@ def test_results_status_state_stats_and_clean_stop(broker, collector_factory, cl
     assert collector.messages(f"{PREFIX}/status")[-1].payload == b"offline"
     state = collector.messages(f"{PREFIX}/state")[-1].json()
     assert state["model"]["name"] == "resnet18_160_int8" and state["paused"] is False
+    # Which INT8 kernels run here, and why: in the state and in the start-up log.
+    assert state["int8"] == cpu.auto().as_dict()
+    assert any(cpu.auto().describe() in line for line in daemon.errors), daemon.errors[:10]
     stats = collector.messages(f"{PREFIX}/stats")[-1].json()
     assert stats["processed"] > 0 and stats["captured"] >= stats["processed"]
     # Retained: a late subscriber still learns the device is offline, and its last state.

@@ -91,6 +91,21 @@ def test_labelling_moving_and_deleting_and_no_way_out_of_the_folder(tmp_path: Pa
                 crop("rocket"), label=bad_label)
 
 
+def test_a_list_with_one_stale_id_moves_or_deletes_nothing(tmp_path: Path) -> None:
+    """A page open in two tabs: one deleted a sample, the other labels a range with it."""
+    store = RegionStore(tmp_path / "r", max_files=10, max_mb=10, min_distance=0)
+    samples = [store.add(crop(name), "low-score") for name in ("chelsea", "coffee", "rocket")]
+    ids = [sample.id for sample in samples if sample]
+    assert len(ids) == 3
+    stale = ids[1]
+    assert store.delete([stale]) == 1
+    with pytest.raises(DatasetError, match="no such sample"):
+        store.move(ids, "open")
+    with pytest.raises(DatasetError, match="no such sample"):
+        store.delete(ids)
+    assert sorted(s.id for s in store.samples()) == sorted([ids[0], ids[2]])  # all still in the inbox
+
+
 def region(name: str = "door") -> Region:
     return Region("cam", name, resolve(RegionConfig(), Config()))
 

@@ -122,7 +122,8 @@ def wait_state(ha: HomeAssistant, entity_id: str, state: str, timeout: float = 3
 
 
 @pytest.fixture
-def smoke(homeassistant: HomeAssistant, broker: Broker) -> Iterator[tuple[HomeAssistant, SmokeDevice, dict[str, str], bytes]]:
+def smoke(homeassistant: HomeAssistant,
+          broker: Broker) -> Iterator[tuple[HomeAssistant, SmokeDevice, dict[str, str], bytes]]:
     dev = SmokeDevice(broker, hub=f"smokehub{uuid.uuid4().hex[:6]}", cam=f"smokecam{uuid.uuid4().hex[:6]}")
     try:
         yield homeassistant, dev, *_announce(homeassistant, dev)

@@ -73,11 +73,15 @@ def _bad_files(tmp: Path, real_int8: Path) -> dict[str, tuple[Path, str]]:
         "random": (tmp / "random.onnx", r"random\.onnx: not a valid ONNX model"),
         "text": (tmp / "text.onnx", r"text\.onnx: not a valid ONNX model"),
         "rank2": (tiny_model(tmp / "rank2.onnx", [1, 3], props), r"rank2\.onnx: input 'input' has rank 2"),
-        "size": (tiny_model(tmp / "size.onnx", [1, 3, 64, 64], props), r"size\.onnx: input 'input' has shape \[1, 3, 64, 64\]"),
+        "size": (tiny_model(tmp / "size.onnx", [1, 3, 64, 64], props),
+                     r"size\.onnx: input 'input' has shape \[1, 3, 64, 64\]"),
         "no_meta": (tiny_model(tmp / "no_meta.onnx", [1, 3, 32, 32], None), r"no_meta\.onnx: no edgecam metadata"),
-        "foreign": (tiny_model(tmp / "foreign.onnx", [1, 3, 32, 32], foreign), r"foreign\.onnx: edgecam model format version '99'"),
-        "bad_json": (tiny_model(tmp / "bad_json.onnx", [1, 3, 32, 32], broken), r"bad_json\.onnx: invalid edgecam metadata: labels"),
-        "classes": (tiny_model(tmp / "classes.onnx", [1, 3, 32, 32], props, classes=7), r"classes\.onnx: model outputs 7 values .* 4 labels"),
+        "foreign": (tiny_model(tmp / "foreign.onnx", [1, 3, 32, 32], foreign),
+                     r"foreign\.onnx: edgecam model format version '99'"),
+        "bad_json": (tiny_model(tmp / "bad_json.onnx", [1, 3, 32, 32], broken),
+                     r"bad_json\.onnx: invalid edgecam metadata: labels"),
+        "classes": (tiny_model(tmp / "classes.onnx", [1, 3, 32, 32], props, classes=7),
+                     r"classes\.onnx: model outputs 7 values .* 4 labels"),
     }
 
 

@@ -10,6 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
+from edgecam.model import cpu
+
 
 def peak_rss_mb() -> float:
     """This process's own peak resident set size (VmHWM) in MiB.
@@ -63,18 +65,13 @@ def cpu_name() -> str:
 
 def simd_level() -> str:
     """The widest SIMD the CPU reports (what onnxruntime's kernels pick: VNNI matters for INT8)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            flags = next((set(line.split(":", 1)[1].split()) for line in info
-                          if line.startswith(("flags", "Features"))), set())
-    except OSError:
-        return "unknown SIMD"
-    for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX2 + AVX-VNNI"),
-                       ("avx512f", "AVX-512 (no VNNI)"), ("avx2", "AVX2 (no VNNI)"), ("asimddp", "NEON + dot product"),
-                       ("asimd", "NEON")):
-        if flag in flags:
-            return name
-    return "no AVX2"
+    return cpu.simd_level()
+
+
+def int8_kernels() -> str:
+    """Which INT8 kernels the benchmark's sessions use on this host (edgecam/model/cpu.py)."""
+    kernels = cpu.auto()
+    return "exact INT8 sums (session.x64quantprecision)" if kernels.exact else "default INT8 kernels (exact here)"
 
 
 def load() -> str:
@@ -84,7 +81,8 @@ def load() -> str:
 
 def host_line(load_before: str) -> str:
     """What ran the benchmark and how busy it was (load averages 1/5/15 min, as `uptime` prints)."""
-    return (f"host: {cpu_name()}, {simd_level()}, {os.cpu_count()} CPUs; load average {load_before} before, "
+    return (f"host: {cpu_name()}, {simd_level()}, {int8_kernels()}, {os.cpu_count()} CPUs; "
+            f"load average {load_before} before, "
             f"{load()} after")
 
 

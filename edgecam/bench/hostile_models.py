@@ -96,9 +96,10 @@ def memory_hog(path: Path, gigabytes: float = 4.0, size: int = 32) -> Path:
     return _save(path, "memory_hog", size, _mean_to_logits(nodes, "pooled"), [*_common(), big])
 
 
-def slow(path: Path, matmuls: int = 400, side: int = 512, size: int = 32) -> Path:
+def slow(path: Path, matmuls: int = 1500, side: int = 512, size: int = 32) -> Path:
     """``matmuls`` chained ``side`` x ``side`` matrix products per run, fed by the input (so
-    nothing can be folded at load): seconds to minutes on a Pi."""
+    nothing can be folded at load): 0.4 TFLOP, 2-3 s a run on a quiet 2-core x86 VM with AVX2
+    or AVX-512 VNNI (2x the default max_run_ms or more), minutes on a Pi."""
     rng = np.random.default_rng(0)
     weight = _const("w", rng.normal(0, 1 / side**0.5, (side, side)))
     nodes = [*_pooled(), helper.make_node("ReduceMean", ["pooled"], ["scalar"], keepdims=1),

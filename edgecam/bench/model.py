@@ -180,7 +180,8 @@ def compare_layouts(args: argparse.Namespace) -> None:
     for arch in ("resnet18", "efficientnet_lite0"):
         clfs = {layout: Classifier(build(arch, args.size, layout, CACHE / f"layout-{layout}")[1],
                                    threads=args.threads[0]) for layout in LAYOUTS}
-        pre, full = {k: [] for k in clfs}, {k: [] for k in clfs}
+        pre: dict[str, list[float]] = {k: [] for k in clfs}
+        full: dict[str, list[float]] = {k: [] for k in clfs}
         for _ in range(args.rounds):
             for layout, clf in clfs.items():
                 pre[layout].append(timed(clf.preprocessor, images, args.runs)["median"])
@@ -191,7 +192,8 @@ def compare_layouts(args: argparse.Namespace) -> None:
 
 
 def compare_interp(args: argparse.Namespace) -> None:
-    """cv2 INTER_LINEAR vs INTER_AREA vs both (area+linear): speed, closeness to torchvision+PIL, top-1 vs the PIL path."""
+    """cv2 INTER_LINEAR vs INTER_AREA vs both (area+linear): speed, closeness to torchvision+PIL,
+    top-1 vs the PIL path."""
     import torch
     from PIL import Image
     from torchvision import transforms
@@ -206,13 +208,13 @@ def compare_interp(args: argparse.Namespace) -> None:
         transforms.Normalize(model.mean, model.std),
     ])
     _, views = builtin_sets(1, 60)
-    views = [cv2.resize(v, (640, 480), interpolation=cv2.INTER_AREA) for _, v in views]
+    resized = [cv2.resize(v, (640, 480), interpolation=cv2.INTER_AREA) for _, v in views]
     refs = []
     with torch.inference_mode():
-        for bgr in views:
+        for bgr in resized:
             x = tf(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))).unsqueeze(0)
             refs.append((x[0].numpy(), int(model.module(x).argmax())))
-    print(f"\ncv2 resize interpolation, EfficientNet-Lite0 FP32 {size}, {len(views)} 640x480 views; "
+    print(f"\ncv2 resize interpolation, EfficientNet-Lite0 FP32 {size}, {len(resized)} 640x480 views; "
           "reference = torchvision Resize+CenterCrop on PIL (antialiased bilinear)\n")
     print("| interpolation | preprocess ms | mean abs diff vs PIL (normalized) | top-1 = PIL path |")
     print("|---|---|---|---|")
@@ -220,10 +222,10 @@ def compare_interp(args: argparse.Namespace) -> None:
         clf = Classifier(fp32, threads=args.threads[0], interpolation=name)
         ms = timed(clf.preprocessor, frames(), args.runs)["median"]
         diffs, same = [], 0
-        for bgr, (ref_x, ref_top) in zip(views, refs):
+        for bgr, (ref_x, ref_top) in zip(resized, refs):
             diffs.append(float(np.abs(_normalized(clf, bgr) - ref_x).mean()))
             same += int(int(np.argmax(clf.probabilities(bgr))) == ref_top)
-        print(f"| {name} | {ms:.3f} | {np.mean(diffs):.4f} | {same}/{len(views)} |")
+        print(f"| {name} | {ms:.3f} | {np.mean(diffs):.4f} | {same}/{len(resized)} |")
 
 
 def compare_batch(args: argparse.Namespace) -> None:
@@ -235,13 +237,15 @@ def compare_batch(args: argparse.Namespace) -> None:
     crops = [images[i % len(images)][40:440, 120:520] for i in range(8)]  # 400x400 regions
     batches = (1, 2, 4, 8)
     tensors = {n: np.concatenate([clf.preprocessor(c) for c in crops[:n]]) for n in batches}
-    run, full = {n: [] for n in batches}, {n: [] for n in batches}
+    run: dict[int, list[float]] = {n: [] for n in batches}
+    full: dict[int, list[float]] = {n: [] for n in batches}
     for _ in range(args.rounds):
         for n in batches:
             # Each timed step handles `runs` images in total, so rows cost the same.
             steps = max(1, args.runs // n)
-            run[n].append(timed(lambda _, n=n: clf.run_batch(tensors[n]), [0], steps)["median"] / n)
-            full[n].append(timed(lambda _, n=n: clf.probabilities_batch(crops[:n]), [0], steps)["median"] / n)
+            dummy = [np.zeros(1)]  # timed() calls fn(item) per item; the batch is fixed
+            run[n].append(timed(lambda _, n=n: clf.run_batch(tensors[n]), dummy, steps)["median"] / n)
+            full[n].append(timed(lambda _, n=n: clf.probabilities_batch(crops[:n]), dummy, steps)["median"] / n)
     print(f"\nBatch size, ResNet-18 INT8 {args.size}, {threads} threads, {args.rounds} interleaved "
           f"rounds of {args.runs} images per row, {os.cpu_count()} CPUs, 1-min load "
           f"{os.getloadavg()[0]:.2f}. median = median of the round medians; best = the fastest "

@@ -8,7 +8,7 @@ and the loader in ``root.py`` and ``loader.py``.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,6 +88,15 @@ class ModelConfig(Section):
     threads: int = Field(2, ge=1, le=64)
     top_k: int = Field(3, ge=1, le=20)
     checks: ModelChecksConfig = ModelChecksConfig()
+    # Exact INT8 sums on x86 without VNNI (edgecam/model/cpu.py): auto = where the default
+    # kernels would saturate; on/off force it (on costs ~30% time where it is not needed).
+    exact_int8: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("exact_int8", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``on``/``off`` as true/false: take them as meant."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class SkipUnchangedConfig(Section):

@@ -52,6 +52,9 @@ class DaemonControl(Protocol):
         """(True, "ok") while results flow; (False, reason) when a camera is lost or a
         loop is stuck."""
 
+    def int8_kernels(self) -> dict[str, Any]:
+        """Which INT8 kernels the models run on and why (edgecam/model/cpu.py)."""
+
     def capture_sample(self, camera: str, region: str, label: Optional[str] = None) -> dict[str, Any]:
         """Save the region's crop of the newest frame as a training sample (in ``label``'s
         folder, else the region's inbox): {"sample": id, "bytes": n}. Raises EdgecamError."""

@@ -166,26 +166,27 @@ class RegionStore:
         return sample
 
     def move(self, sample_ids: list[str], label: str) -> int:
-        """Label (or re-label) samples; ``label`` may be "inbox". Returns how many moved."""
+        """Label (or re-label) samples; ``label`` may be "inbox". Returns how many moved.
+        All or nothing: one id that no longer exists (another tab deleted it) moves none."""
         target = INBOX if label == INBOX else check_label(label)
-        moved = 0
         with self._lock:
             hashes = self._load_hashes()
-            for sample_id in sample_ids:
-                source = self.path_of(sample_id)
-                (self.root / target).mkdir(parents=True, exist_ok=True)
+            sources = {sample_id: self.path_of(sample_id) for sample_id in sample_ids}
+            (self.root / target).mkdir(parents=True, exist_ok=True)
+            for sample_id, source in sources.items():
                 os.replace(source, self.root / target / source.name)
                 hashes[f"{target}/{source.name}"] = hashes.pop(sample_id, 0)
-                moved += 1
-        return moved
+        return len(sources)
 
     def delete(self, sample_ids: list[str]) -> int:
+        """Delete samples; all or nothing, as :meth:`move`."""
         with self._lock:
             hashes = self._load_hashes()
-            for sample_id in sample_ids:
-                self.path_of(sample_id).unlink()
+            paths = {sample_id: self.path_of(sample_id) for sample_id in sample_ids}
+            for sample_id, path in paths.items():
+                path.unlink()
                 hashes.pop(sample_id, None)
-        return len(sample_ids)
+        return len(paths)
 
     # -- internals (lock held) -------------------------------------------------------------
     def _load_hashes(self) -> dict[str, int]:

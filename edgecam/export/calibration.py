@@ -140,7 +140,8 @@ def _video_frames(video: Path, wanted: int) -> list[Named]:
         raise ModelBuildError(f"--calib {video}: not a folder and not a readable video")
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     stride = max(1, total // wanted) if total > 0 else 1
-    frames, index = [], 0
+    frames: list[Named] = []
+    index = 0
     try:
         while len(frames) < wanted:
             ok, frame = capture.read()

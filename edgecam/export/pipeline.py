@@ -151,6 +151,7 @@ def _info(model: TorchModel, opts: BuildOptions, precision: str, agree: dict) ->
 def _build_into(
     tmp: Path, model: TorchModel, opts: BuildOptions, key: dict, fp32_final: Path, int8_final: Path
 ) -> BuildReport:
+    from edgecam.model import cpu
     from edgecam.model.classifier import Classifier
 
     fp32, int8 = tmp / fp32_final.name, tmp / int8_final.name
@@ -160,15 +161,23 @@ def _build_into(
     calib, holdout = calibration_sets(opts.calib, opts.calib_count, opts.holdout_count)
     quantize_int8(fp32, int8, calib, fp32_clf.preprocessor, opts.activations, opts.arch)
     write_metadata(int8, _info(model, opts, "int8", {}), key)
-    int8_clf = Classifier(int8, threads=opts.threads)
+    # The figure a Pi sees: exact INT8 sums (this host's default kernels where they are exact,
+    # onnxruntime's exact kernels where they would saturate: edgecam/model/cpu.py).
+    host = cpu.auto()
+    int8_clf = Classifier(int8, threads=opts.threads, exact_int8=host.exact)
     log.info("checking INT8 against FP32 on %d held-out images", len(holdout))
     agree = agreement(fp32_clf, int8_clf, holdout)
     write_metadata(int8, _info(model, opts, "int8", agree), key)
-    report = BuildReport(fp32_final, int8_final, opts.size, opts.layout, opts.threads, agree)
+    report = BuildReport(fp32_final, int8_final, opts.size, opts.layout, opts.threads, agree, simd=host.simd)
+    saturating = Classifier(int8, threads=opts.threads, exact_int8=False) if host.exact else None
+    if saturating is not None:
+        report.saturating_agreement = agreement(fp32_clf, saturating, holdout)
     if opts.timing_runs > 0:
         frame = _timing_frame(holdout or calib)
         report.fp32_ms = time_ms(fp32_clf, frame, opts.timing_runs)
-        report.int8_ms = time_ms(Classifier(int8, threads=opts.threads), frame, opts.timing_runs)
+        report.int8_ms = time_ms(int8_clf, frame, opts.timing_runs)
+        if saturating is not None:
+            report.saturating_ms = time_ms(saturating, frame, opts.timing_runs)
     if not model.trained:
         report.note = "weights are random (untrained): labels are meaningless, for testing only"
     return report

@@ -56,11 +56,15 @@ class BuildReport:
     size: int
     layout: str
     threads: int
-    agreement: dict = field(default_factory=dict)
+    agreement: dict = field(default_factory=dict)  # with exact INT8 sums, as on a Pi
     fp32_ms: float | None = None
     int8_ms: float | None = None
     skipped: bool = False  # outputs were already up to date
     note: str = ""
+    simd: str = ""
+    # Where this host's default INT8 kernels saturate (x86 without VNNI): what they would give.
+    saturating_agreement: dict = field(default_factory=dict)
+    saturating_ms: float | None = None
 
     def format(self) -> str:
         lines = []
@@ -75,12 +79,26 @@ class BuildReport:
                 f"  speed at {self.size}x{self.size}, {self.threads} threads, frame->probabilities: "
                 f"FP32 {self.fp32_ms:.2f} ms, INT8 {self.int8_ms:.2f} ms ({speedup:.1f}x)"
             )
-        agree = self.agreement
-        if agree.get("images"):
-            lines.append(
-                f"  INT8 vs FP32 on {agree['images']} held-out images: "
-                f"top-1 agreement {agree['top1']:.1%}, top-5 containment {agree['top5']:.1%}"
-            )
+        if self.agreement.get("images"):
+            lines.extend(self._agreement_table())
         if self.note:
             lines.append(f"  {self.note}")
         return "\n".join(lines)
+
+    def _agreement_table(self) -> list[str]:
+        host = f" on this host ({self.simd})" if self.simd else ""
+        exact = ("exact sums (as on a Pi; what edgecam runs here)" if self.saturating_agreement
+                 else "this host's kernels (exact sums, as on a Pi)")
+        rows = [(exact, self.agreement, self.int8_ms)]
+        if self.saturating_agreement:
+            rows.append(("this host's default kernels (16-bit saturating sums)", self.saturating_agreement,
+                         self.saturating_ms))
+        lines = [f"  INT8 vs FP32 on {self.agreement['images']} held-out images{host}:",
+                 "  | INT8 kernels | top-1 agreement | top-5 containment | ms per frame |",
+                 "  |---|---|---|---|"]
+        for name, agree, ms in rows:
+            lines.append(f"  | {name} | {agree['top1']:.1%} | {agree['top5']:.1%} | "
+                         f"{'-' if ms is None else f'{ms:.2f}'} |")
+        fp32_ms = "-" if self.fp32_ms is None else f"{self.fp32_ms:.2f}"
+        lines.append(f"  | FP32 (the reference) | 100% | 100% | {fp32_ms} |")
+        return lines

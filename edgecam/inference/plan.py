@@ -109,8 +109,8 @@ def make_plan(layout: Layout, new_config: Config, loader: ModelLoader, factory: 
     wanted = config.camera_configs()
     regions = {camera: {name: resolve(cfg, config) for name, cfg in camera_cfg.regions.items()}
                for camera, camera_cfg in wanted.items()}
-    if (loader.threads, loader.checks) != (config.model.threads, config.model.checks):
-        loader = ModelLoader(config.model.threads, config.model.checks)
+    if loader.settings() != (config.model.threads, config.model.checks, config.model.exact_int8):
+        loader = ModelLoader.for_config(config.model)
         loaded: Mapping[str, LoadedModel] = {}  # every session again, with the new settings
     else:
         loaded = layout.models

@@ -17,10 +17,12 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgecam.config import ModelChecksConfig
+from edgecam.config import ModelChecksConfig, ModelConfig
 from edgecam.errors import ModelError
 from edgecam.inference.vet import ModelChecker, stand_in_frames
+from edgecam.model import cpu
 from edgecam.model.classifier import Classifier
+from edgecam.model.cpu import Int8Kernels
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,21 @@ class ModelLoader:
     process of its own; every session gets the same thread count and limits."""
 
     def __init__(self, threads: int, checks: ModelChecksConfig, checker: Optional[ModelChecker] = None,
-                 open_classifier: Callable[..., Classifier] = Classifier) -> None:
+                 open_classifier: Callable[..., Classifier] = Classifier,
+                 kernels: Optional[Int8Kernels] = None) -> None:
         self.threads = threads
         self.checks = checks
-        self._checker = checker if checker is not None else ModelChecker(checks, threads)
+        self.kernels = kernels if kernels is not None else cpu.auto()
+        self._checker = checker if checker is not None else ModelChecker(checks, threads, self.kernels.exact)
         self._open = open_classifier
 
-    def reconfigure(self, threads: int, checks: ModelChecksConfig) -> None:
-        """New settings from a live reload (on the changes worker, before loading)."""
-        self.threads, self.checks = threads, checks
-        self._checker = ModelChecker(checks, threads)
+    @classmethod
+    def for_config(cls, model: ModelConfig) -> ModelLoader:
+        return cls(model.threads, model.checks, kernels=cpu.choose(model.exact_int8))
+
+    def settings(self) -> tuple[int, ModelChecksConfig, str]:
+        """What every session depends on: a change means loading every model again."""
+        return self.threads, self.checks, self.kernels.mode
 
     def load(self, path: str, where: str, crops: Optional[Sequence[np.ndarray]] = None) -> LoadedModel:
         """Check, then open and warm ``path``. ``crops``: recent real crops of the regions that
@@ -83,7 +90,8 @@ class ModelLoader:
 
     def _open_checked(self, path: str, where: str, stamp: tuple[int, int]) -> LoadedModel:
         try:
-            classifier = self._open(path, threads=self.threads, max_input_size=self.checks.max_input_size)
+            classifier = self._open(path, threads=self.threads, max_input_size=self.checks.max_input_size,
+                                    exact_int8=self.kernels.exact)
         except ModelError as err:
             raise ModelError(f"{where}: {err}") from None
         return LoadedModel(classifier, stamp)

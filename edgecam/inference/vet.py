@@ -68,21 +68,23 @@ def cache_path(environ: Optional[dict[str, str]] = None) -> Path:
 class ModelChecker:
     """Runs the checks; remembers verdicts of files checked without real crops (start-up)."""
 
-    def __init__(self, checks: ModelChecksConfig, threads: int, cache: Optional[Path] = None) -> None:
+    def __init__(self, checks: ModelChecksConfig, threads: int, exact_int8: bool = False,
+                 cache: Optional[Path] = None) -> None:
         self.checks = checks
         self.threads = threads
+        self.exact_int8 = exact_int8
         self._cache_file = cache if cache is not None else cache_path()
         self._cache_lock = threading.Lock()  # guards the cache file (change worker vs start-up)
 
     def check(self, path: str, crops: Sequence[np.ndarray], remember: bool = False) -> Verdict:
         """The verdict on ``path`` run on ``crops``. ``remember``: reuse and keep the verdict
         for this file and these limits (start-up, where no live crops exist yet)."""
-        key = _cache_key(path, self.checks) if remember else None
+        key = _cache_key(path, self.checks, self.exact_int8) if remember else None
         if key is not None:
             known = self._cached(key)
             if known is not None:
                 return known
-        verdict = run_check(path, crops, self.checks, self.threads)
+        verdict = run_check(path, crops, self.checks, self.threads, self.exact_int8)
         if key is not None:
             self._remember(key, verdict)
         return verdict
@@ -105,12 +107,12 @@ class ModelChecker:
                 log.debug("model checks: cannot keep the verdict in %s: %s", self._cache_file, err)
 
 
-def _cache_key(path: str, checks: ModelChecksConfig) -> Optional[str]:
+def _cache_key(path: str, checks: ModelChecksConfig, exact_int8: bool) -> Optional[str]:
     try:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
-    return f"v{_CACHE_VERSION}:{digest}:{checks.model_dump_json()}"
+    return f"v{_CACHE_VERSION}:{digest}:{checks.model_dump_json()}:exact={int(exact_int8)}"
 
 
 def _read_cache(file: Path) -> dict[str, Any]:
@@ -121,13 +123,14 @@ def _read_cache(file: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def run_check(path: str, crops: Sequence[np.ndarray], checks: ModelChecksConfig, threads: int) -> Verdict:
+def run_check(path: str, crops: Sequence[np.ndarray], checks: ModelChecksConfig, threads: int,
+              exact_int8: bool = False) -> Verdict:
     """Check ``path`` in a child process on ``crops``, killing it past the limits."""
     with tempfile.TemporaryDirectory(prefix="edgecam-check-") as folder:
         crops_file = Path(folder) / "crops.npz"
         np.savez(crops_file, *[np.ascontiguousarray(crop) for crop in crops])
         command = [sys.executable, "-m", "edgecam.inference.vet", path, str(crops_file), str(threads),
-                   str(checks.max_input_size)]
+                   str(checks.max_input_size), str(int(exact_int8)), str(checks.max_run_ms)]
         started = time.monotonic()
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         reason = _watch(child, checks, started)
@@ -187,10 +190,12 @@ def _child(argv: list[str]) -> dict[str, Any]:
     from edgecam.model.classifier import Classifier
 
     path, crops_file, threads, max_input_size = argv[0], argv[1], int(argv[2]), int(argv[3])
+    exact_int8 = argv[4:5] == ["1"]
+    max_run_ms = float(argv[5]) if len(argv) > 5 else float("inf")
     bare = _rss_mb(os.getpid()) or 0.0
     started = time.monotonic()
     try:
-        classifier = Classifier(path, threads=threads, max_input_size=max_input_size)
+        classifier = Classifier(path, threads=threads, max_input_size=max_input_size, exact_int8=exact_int8)
         with np.load(crops_file) as stored:
             crops = [stored[name] for name in stored.files]
         slowest = 0.0
@@ -203,6 +208,8 @@ def _child(argv: list[str]) -> dict[str, Any]:
                                  f"expected (1, {classifier.info.num_classes})")
             if not np.isfinite(probabilities).all():
                 raise ModelError("its outputs on a real frame are not finite numbers (NaN or infinity)")
+            if slowest > max_run_ms:
+                break  # the verdict is known: no need to sit through the other crops
     except ModelError as err:
         return {"ok": False, "reason": str(err), "load_s": time.monotonic() - started}
     except MemoryError:

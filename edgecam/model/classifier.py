@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort  # type: ignore[import-untyped]
 
 from edgecam.errors import ModelError
+from edgecam.model import cpu
 from edgecam.model.metadata import LAYOUT_NHWC_UINT8, info_from_props
 from edgecam.model.preprocess import DEFAULT_INTERPOLATION, Preprocessor
 from edgecam.model.types import Label, ModelInfo
@@ -50,7 +51,7 @@ def softmax_rows(logits: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+def _open_session(path: Path, threads: int, exact_int8: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
@@ -58,11 +59,13 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: a bad file is reported by us, once
     # onnxruntime's pool threads busy-wait for work by default: at a camera's 30 FPS that
-    # burns a whole core doing nothing (measured: 110% -> see README), so let them sleep.
+    # burns a whole core doing nothing (measured: 110%, docs/benchmarks.md), so let them sleep.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # The arena keeps freed blocks for reuse; a batch-1 CNN gains nothing from it and it
     # costs ~6 MB of RSS on a 1-4 GB Pi (measured: 37.7 -> 32.0 MB per INT8 ResNet-18).
     options.enable_cpu_mem_arena = False
+    if exact_int8:  # x86 without VNNI: the same answers as ARM (edgecam/model/cpu.py)
+        options.add_session_config_entry(cpu.EXACT_INT8_OPTION, "1")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
@@ -88,9 +91,11 @@ class Classifier:
         threads: int = 2,
         interpolation: str = DEFAULT_INTERPOLATION,
         max_input_size: Optional[int] = None,
+        exact_int8: Optional[bool] = None,
     ) -> None:
         """``max_input_size``: refuse a model whose input is larger (px per side) before it
-        runs once: a declared 20000x20000 input would take gigabytes at the warm-up run."""
+        runs once: a declared 20000x20000 input would take gigabytes at the warm-up run.
+        ``exact_int8``: exact INT8 sums on x86 without VNNI; None decides for this CPU."""
         self.path = Path(path)
         if not self.path.is_file():
             what = ("is a directory, not a model file" if self.path.is_dir()
@@ -98,7 +103,8 @@ class Classifier:
             raise ModelError(f"model file {self.path} {what}")
         if self.path.stat().st_size == 0:
             raise ModelError(f"{self.path.name}: model file is empty")
-        self._session = _open_session(self.path, threads)
+        self.exact_int8 = cpu.auto().exact if exact_int8 is None else exact_int8
+        self._session = _open_session(self.path, threads, self.exact_int8)
         # A model that fails on every frame must not also write onnxruntime's own error lines
         # to the journal for each one (10 a second): the ModelError carries the message.
         self._run_options = ort.RunOptions()

@@ -302,6 +302,9 @@ class Controller:
     def health(self) -> tuple[bool, str]:
         return self._health.health()
 
+    def int8_kernels(self) -> dict[str, Any]:
+        return self._pipeline.loader.kernels.as_dict()
+
     def snapshot_jpeg(self, camera: Optional[str] = None) -> Optional[bytes]:
         layout = self._pipeline.layout
         if not layout.cameras:

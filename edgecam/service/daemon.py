@@ -70,7 +70,7 @@ class Daemon:
         self.notifier = SdNotifier()
         self.watchdog = WatchdogPinger(self.notifier)
         factory = CameraFactory(self.wake.set, _given_sources(config, source, sources))
-        self.pipeline = Pipeline(config, ModelLoader(config.model.threads, config.model.checks), factory)
+        self.pipeline = Pipeline(config, ModelLoader.for_config(config.model), factory)
         self._start_config: Optional[Config] = config  # built by prepare()
         self.collector = Collector(config.collect, self.stop_event)
         self.inference = InferenceThread(self.pipeline, self._on_frame, self.stop_event, config.device_id,
@@ -223,6 +223,7 @@ class Daemon:
             log.info("edgecam %s: device %s, %d camera(s), model %s (%s, %dpx, %d threads)", __version__,
                      layout.config.device_id, len(layout.cameras), info.name, info.precision, info.input_size,
                      layout.config.model.threads)
+        log.info("%s", self.pipeline.loader.kernels.describe())
         for name, run in layout.cameras.items():
             regions = ", ".join(f"{r.name} {list(r.cfg.box)} ({r.cfg.trigger})" for r in run.regions)
             log.info("camera %s: %s; regions: %s", name, run.camera.source.describe(), regions)

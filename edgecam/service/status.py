@@ -108,6 +108,7 @@ class StatusReport:
             "paused": layout.all_paused,
             "source": _source_state(first) if first is not None else None,  # the first camera's
             "model": model,
+            "int8": self._pipeline.loader.kernels.as_dict(),
             "settings": current_settings(config.publish, config.inference),
             "model_errors": self.model_errors(),
             "cameras": {name: {**_source_state(run), "paused": run.paused,

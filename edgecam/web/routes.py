@@ -64,7 +64,7 @@ def api_latest(req: Request) -> None:
 
 def health(req: Request) -> None:
     ok, reason = req.app.control.health()
-    req.send_json(200 if ok else 503, {"ok": bool(ok), "reason": reason})
+    req.send_json(200 if ok else 503, {"ok": bool(ok), "reason": reason, "int8": req.app.control.int8_kernels()})
 
 
 def prometheus(req: Request) -> None:

@@ -10,7 +10,6 @@ pass the Origin check every POST gets. Uploading a model needs
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from edgecam.control.edits import parse_edits

@@ -54,6 +54,9 @@ class FakeControl:
         self.calls.append(("snapshot_jpeg", camera))
         return self.snapshot
 
+    def int8_kernels(self) -> dict:
+        return {"exact": False, "mode": "off", "simd": "test", "reason": "a test double"}
+
     def health(self) -> tuple[bool, str]:
         return True, "ok"
 

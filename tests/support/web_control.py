@@ -108,6 +108,9 @@ class ControlDouble:
     def snapshot_jpeg(self, camera: Optional[str] = None) -> Optional[bytes]:
         return None
 
+    def int8_kernels(self) -> dict:
+        return {"exact": False, "mode": "off", "simd": "test", "reason": "a test double"}
+
     def health(self) -> tuple[bool, str]:
         return self.healthy
 

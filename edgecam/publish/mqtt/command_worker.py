@@ -146,7 +146,8 @@ def _echo(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if obj.get("cmd") in commands.COMMANDS:
         echo["cmd"] = obj["cmd"]
     cid = obj.get("id")
-    if (isinstance(cid, int) and not isinstance(cid, bool)) or (isinstance(cid, str) and len(cid) <= commands.MAX_ID_CHARS):
+    plain_int = isinstance(cid, int) and not isinstance(cid, bool)
+    if plain_int or (isinstance(cid, str) and len(cid) <= commands.MAX_ID_CHARS):
         echo["id"] = cid
     return echo
 

@@ -77,7 +77,8 @@ def register(subparsers: Any) -> None:
 
 
 _UNSAFE = ("Cc", "Cf", "Cs", "Zl", "Zp")  # control, format (bidi overrides), surrogates, line breaks
-HEADER = f"{'device':<14} {'camera':<12} {'region':<12} {'seq':<8} {'label':<24} {'score':>6}   [top 3]   total/inference"
+HEADER = (f"{'device':<14} {'camera':<12} {'region':<12} {'seq':<8} {'label':<24} {'score':>6}"
+          "   [top 3]   total/inference")
 
 
 def clean(value: Any) -> str:
@@ -159,7 +160,8 @@ def subscriptions(args: argparse.Namespace) -> list[tuple[str, bool]]:
 def _make_client(args: argparse.Namespace, v5: bool, events: queue.Queue[tuple[str, Any]]) -> mqtt.Client:
     # manual_ack: a QoS 1 message is acknowledged only once its line is on stdout, so a consumer
     # killed with messages still in its queue gets them again (with a kept session), or another does.
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id or f"edgecam-listen-{uuid.uuid4().hex[:8]}",
+    client_id = args.client_id or f"edgecam-listen-{uuid.uuid4().hex[:8]}"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True)
     if args.username:
         password = None
