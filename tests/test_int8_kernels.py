@@ -6,10 +6,10 @@ checked here whatever this host is; the last tests run real models on this host.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-from pathlib import Path
 
 from edgecam.config.loader import load_text
 from edgecam.errors import ConfigError
