@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -83,6 +84,7 @@ def _torch_tutorial(threads: int, scripted: bool):
     from torchvision.models import resnet18
 
     torch.set_num_threads(threads)
+    grad_off: Any
     if scripted:  # the seeds' path: torch.jit.script, torch.no_grad(), set_num_threads
         model, grad_off = torch.jit.script(resnet18().eval()), torch.no_grad
     else:

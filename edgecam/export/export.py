@@ -36,6 +36,8 @@ def wrap_for_layout(model: TorchModel, layout: str) -> Any:
             self.net = net
             std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
             mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+            self.scale: torch.Tensor
+            self.offset: torch.Tensor
             self.register_buffer("scale", 1.0 / (255.0 * std_t))
             self.register_buffer("offset", mean_t / std_t)
 
