@@ -146,3 +146,21 @@ def test_cameras_benchmark_prints_its_table_micro_table_and_three_targets(resnet
     assert targets["(2)"].endswith(("PASS", "FAIL"))
     assert "b 3r " in targets["(3)"] and "u 3r " in targets["(3)"]
     assert targets["(3)"].endswith(("PASS", "FAIL", "n/a (nothing to judge)"))
+
+
+def test_the_int8_benchmark_prints_every_variant_and_names_the_kernels() -> None:
+    """``edgecam.bench.int8`` on a few views: five rows with figures, the host's SIMD level
+    named; where this host's default kernels are exact, they agree with the exact ones."""
+    from edgecam.model import cpu
+
+    proc = subprocess.run([sys.executable, "-m", "edgecam.bench.int8", "--holdout", "12", "--calib", "8",
+                           "--rounds", "1", "--runs", "2"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in proc.stdout.splitlines()
+            if line.startswith("| ") and "%" in line}
+    assert list(rows) == ["INT8, default kernels", "INT8, exact kernels (x64quantprecision)",
+                          "INT8 7-bit weights, default kernels", "INT8 7-bit weights, exact kernels", "FP32"]
+    assert rows["FP32"][0] == "100.0%"
+    assert "host: " in proc.stdout and cpu.simd_level() in proc.stdout
+    if not cpu.saturates_here():
+        assert rows["INT8, default kernels"][:2] == rows["INT8, exact kernels (x64quantprecision)"][:2]

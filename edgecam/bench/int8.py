@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--holdout", type=int, default=120, help="held-out views for agreement")
-    parser.add_argument("--calib", type=int, default=64, help="calibration views (as `model build`)")
+    parser.add_argument("--calib", type=int, default=96, help="calibration views (as `model build`)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=40, help="frames timed per row and round")
     args = parser.parse_args(argv)

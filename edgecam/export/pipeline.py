@@ -29,7 +29,7 @@ from edgecam.model.types import ModelInfo
 log = logging.getLogger(__name__)
 
 SIZES = range(96, 321, 32)
-RECIPE = 3  # bump when export/quantization changes, so cached outputs are rebuilt
+RECIPE = 4  # bump when export/quantization changes, so cached outputs are rebuilt
 # 3: dynamic batch axis (batch-1 files from recipe 2 still load and run)
 
 
