@@ -36,6 +36,7 @@ from edgecam.web.guards import HostCheck, load_credentials
 from edgecam.web.handler import Handler
 from edgecam.web.limits import Limits
 from edgecam.web.routes import ROUTES
+from edgecam.web.train_job import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class HttpPreview:
         self.forbidden: Counter[str] = Counter()  # 403s by guard ("host", "origin")
         self._forbidden_lock = threading.Lock()
         self.stop_event = threading.Event()
+        self.trainer = Trainer()
+        self.deploys: dict[tuple[str, str], str] = {}
         self.port: Optional[int] = None
         self._server: Optional[_PooledServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -93,6 +96,7 @@ class HttpPreview:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting, end open streams, stop the workers; returns within ~timeout."""
         self.stop_event.set()
+        self.trainer.stop()
         if self._server is None:
             return
         deadline = time.monotonic() + timeout
