@@ -300,8 +300,8 @@ def _raw_busy_response(message: str) -> bytes:
 
 class Refuser:
     """Answers connections over the cap with a fixed 503 without blocking the
-    accept thread (and takes over connections a worker answered early), then reads and discards what the client still sends until it
-    closes (at most linger_s): closing with unread data would reset the
+    accept thread (and takes over connections a worker answered early), then reads and
+    discards what the client still sends until it closes (at most linger_s): closing with unread data would reset the
     connection and the client would see an error instead of the 503."""
 
     def __init__(self, response: bytes, max_pending: int = 256, linger_s: float = 2.0) -> None:

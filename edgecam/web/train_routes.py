@@ -10,7 +10,6 @@ pass the Origin check every POST gets. Uploading a model needs
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from edgecam.control.edits import parse_edits
@@ -116,8 +115,6 @@ def api_reload(req: Request) -> None:
     except EdgecamError as err:
         raise HttpError(503, str(err)) from None
     req.send_json(200, reply)
-
-
 
 
 def api_config(req: Request) -> None:
