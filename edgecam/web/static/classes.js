@@ -67,7 +67,10 @@ function frameFraction(ev) {
 }
 
 let dragFrom = null;
-$("draw").addEventListener("pointerdown", (ev) => { dragFrom = frameFraction(ev); $("draw").setPointerCapture?.(ev.pointerId); });
+$("draw").addEventListener("pointerdown", (ev) => {
+  dragFrom = frameFraction(ev);
+  try { $("draw").setPointerCapture(ev.pointerId); } catch (err) { /* a synthetic pointer */ }
+});
 $("draw").addEventListener("pointermove", (ev) => {
   if (!dragFrom) return;
   const to = frameFraction(ev);
