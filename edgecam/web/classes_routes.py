@@ -15,6 +15,7 @@ from typing import Any
 from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
 from edgecam.web.request import Request
+from edgecam.web.train_job import model_name
 from edgecam.web.train_routes import _call, _ids, _param, _read_json, _text
 
 TRIGGERS = ("every", "interval", "motion")
@@ -135,7 +136,7 @@ def _trained_file(req: Request, camera: str, region: str) -> Path:
     if job is not None and job.done is not None:
         return Path(str(job.done["int8"]))
     files = _call(req.app.control.region_files, camera, region)
-    return Path(files["models"]) / f"{camera}_{region}_int8.onnx"
+    return Path(files["models"]) / f"{model_name(camera, region)}_int8.onnx"
 
 
 def api_deploy(req: Request) -> None:

@@ -46,7 +46,8 @@ def model_name(camera: str, region: str) -> str:
 class TrainJob:
     """One run of ``edgecam train`` and what it said so far."""
 
-    def __init__(self, camera: str, region: str, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, camera: str, region: str, command: list[str], env: dict[str, str],
+                 memory_mb: int = MEMORY_MB) -> None:
         self.camera, self.region = camera, region
         self.name = model_name(camera, region)
         self.started = time.time()
@@ -58,6 +59,7 @@ class TrainJob:
         self.error = ""
         self.cancelled = False
         self.returncode: Optional[int] = None
+        self.memory_mb = memory_mb
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
@@ -105,6 +107,9 @@ class TrainJob:
             if code != 0 and not self.cancelled and not self.error:
                 tail = [line for line in self.stderr if line.strip()]
                 self.error = tail[-1] if tail else f"edgecam train ended with exit status {code}"
+                if "bad_alloc" in self.error or "MemoryError" in self.error:
+                    self.error = (f"out of memory under the training limit ({self.memory_mb} MB of address "
+                                  f"space): {self.error}")
             self.returncode = code
         log.info("train: %s/%s ended (%s)", self.camera, self.region, self.state)
 
@@ -169,7 +174,7 @@ class Trainer:
             threads = str(self.threads)
             env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
                    "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-            self.job = TrainJob(camera, region, command, env)
+            self.job = TrainJob(camera, region, command, env, self.memory_mb)
             log.info("train: %s/%s started (pid %d, nice %d, %d MB address space)", camera, region,
                      self.job.proc.pid, self.nice, self.memory_mb)
             return self.job

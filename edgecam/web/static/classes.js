@@ -122,6 +122,7 @@ async function loadRegion() {
   if (!regions[name]) { drawBox(); return; }
   const info = await call("GET", "/api/region?" + new URLSearchParams(where()));
   box = info.box; $("trigger").value = info.trigger; $("confirm").value = info.confirm;
+  $("trigger").onchange();
   $("rollback").disabled = !info.previous;
   drawBox();
 }
@@ -304,6 +305,8 @@ $("rollback").onclick = guarded(async () => {
   $("deploystate").textContent = "rolled back to " + r.model; $("deploystate").dataset.outcome = "rolled back";
   $("rollback").disabled = true;
 });
+
+$("trigger").onchange = () => { $("intervalbox").hidden = $("trigger").value !== "interval"; };
 
 // -- start ------------------------------------------------------------------------------------
 $("camera").onchange = guarded(async () => { box = null; await loadCamera(); await loadRegion(); refreshFrame(); await refreshSamples().catch(() => {}); });
