@@ -11,6 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import yaml
 
 from edgecam.bench.models import ModelPair
@@ -52,6 +54,8 @@ def test_define_collect_label_train_deploy_rollback(broker: Broker, effnet_model
         info = web.ok("GET", "/api/region?" + Q)
         assert info["box"] == BOX and info["trigger"] == "interval" and info["confirm"] == 2
         assert info["dataset"] == str(daemon.dataset / "garage" / "door")
+        status, jpeg = web.call("GET", "/api/crop.jpg?" + Q)  # the live crop: 0.5 x 0.6 of a 320x240 frame
+        assert status == 200 and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (144, 160, 3)
 
         # 2. collect: a burst of 16 crops over 2 s, each with its time and reason
         started = web.ok("POST", "/api/burst", {"camera": "garage", "region": "door", "count": 16, "seconds": 2})

@@ -106,6 +106,7 @@ def test_the_whole_flow_in_chromium(broker: Broker, effnet_models: ModelPair, tm
         page.js("document.getElementById('confirm').value = 2")
         page.click("#save")
         page.until("document.getElementById('status').textContent.startsWith('saved door')", 30, "saving")
+        page.until("document.getElementById('live').naturalWidth > 0", 10, "the region's live crop")
         page.shot("1-define-saved")
         box = yaml.safe_load(daemon.config.read_text())["cameras"]["garage"]["regions"]["door"]["box"]
         assert abs(box[0] - 0.2) < 0.02 and abs(box[3] - 0.8) < 0.02 and box[2] > box[0], box

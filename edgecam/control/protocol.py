@@ -73,6 +73,9 @@ class DaemonControl(Protocol):
     def suggest(self, camera: str, region: str, sample_ids: list[str]) -> dict[str, Any]:
         """The region's running model on samples: {"model", "suggestions": {id: {"label", "score"}}}."""
 
+    def crop_jpeg(self, camera: str, region: str) -> bytes:
+        """The region's crop of the camera's newest frame (unannotated) as JPEG; raises EdgecamError."""
+
     def region_files(self, camera: str, region: str) -> dict[str, Any]:
         """Where the region's samples ("dataset") and models ("models", "backbone", "model") are, its
         config key path ("key") and box, trigger and confirm as they run."""

@@ -318,13 +318,23 @@ class Controller:
     # -- training samples ---------------------------------------------------------------
     def capture_sample(self, camera: str, region: str, label: Optional[str] = None) -> dict[str, Any]:
         """Save the region's crop of the camera's newest frame (to ``label``, else the inbox)."""
+        sample = self._collector.capture(camera, region, self._latest_crop(camera, region), label)
+        return {"sample": sample.id, "bytes": sample.size}
+
+    def _latest_crop(self, camera: str, region: str) -> np.ndarray:
         run = self._pipeline.layout.camera(camera)
         target = run.region(region)
         latest = run.camera.ring.latest_copy()
         if latest is None:
             raise DatasetError(f"camera {camera} has no frame yet")
-        sample = self._collector.capture(camera, region, target.crop(latest[1]), label)
-        return {"sample": sample.id, "bytes": sample.size}
+        return target.crop(latest[1])
+
+    def crop_jpeg(self, camera: str, region: str) -> bytes:
+        """The region's crop of the camera's newest frame, unannotated, as JPEG."""
+        ok, data = cv2.imencode(".jpg", self._latest_crop(camera, region), [int(cv2.IMWRITE_JPEG_QUALITY), 85])
+        if not ok:
+            raise DatasetError("could not encode the crop as JPEG")
+        return data.tobytes()
 
     def list_samples(self, camera: str, region: str) -> dict[str, Any]:
         layout = self._pipeline.layout

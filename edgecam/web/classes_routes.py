@@ -76,6 +76,12 @@ def api_define_region(req: Request) -> None:
     req.send_json(200, {**reply, "camera": camera, "region": region, "box": edits[f"{key}.box"]})
 
 
+def api_crop_jpg(req: Request) -> None:
+    """The region's live crop, as the collector would save it."""
+    jpeg = _call(req.app.control.crop_jpeg, _param(req, "camera"), _param(req, "region"))
+    req.send_bytes(200, jpeg, "image/jpeg")
+
+
 def api_burst(req: Request) -> None:
     """``{"camera", "region", "count": N, "seconds": M}``: N crops over M seconds, in the background."""
     data = _read_json(req)

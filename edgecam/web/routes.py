@@ -157,6 +157,7 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/classes.js": {"GET": Route(script_classes)},
     "/api/region": {"GET": Route(classes_routes.api_region_info), "POST": Route(classes_routes.api_define_region)},
     "/api/burst": {"POST": Route(classes_routes.api_burst)},
+    "/api/crop.jpg": {"GET": Route(classes_routes.api_crop_jpg)},
     "/api/suggest": {"POST": Route(classes_routes.api_suggest)},
     "/api/train": {"GET": Route(classes_routes.api_train_status), "POST": Route(classes_routes.api_train)},
     "/api/train/cancel": {"POST": Route(classes_routes.api_train_cancel)},

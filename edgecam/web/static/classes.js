@@ -97,14 +97,13 @@ function refreshFrame() {
   img.src = "/latest.jpg?" + new URLSearchParams({ camera: $("camera").value, t: Date.now() });
 }
 $("frame").onload = () => { drawBox(); drawLive(); };
+$("live").onerror = () => {};
 
 function drawLive() {
-  const img = $("frame"), g = $("live").getContext("2d");
-  const b = box || (regions[where().region] || {}).box;
-  g.fillStyle = "#000"; g.fillRect(0, 0, 160, 160);
-  if (!b || !img.naturalWidth) return;
-  const sq = centreSquare(b);
-  g.drawImage(img, sq.x, sq.y, sq.side, sq.side, 0, 0, 160, 160);
+  if (!regions[where().region]) return;  // saved regions only: the daemon crops them
+  const img = new Image();
+  img.onload = () => { $("live").src = img.src; };
+  img.src = "/api/crop.jpg?" + new URLSearchParams({ ...where(), t: Date.now() });
 }
 
 async function loadCamera() {
