@@ -64,7 +64,7 @@ class HttpPreview:
         self.forbidden: Counter[str] = Counter()  # 403s by guard ("host", "origin")
         self._forbidden_lock = threading.Lock()
         self.stop_event = threading.Event()
-        self.trainer = Trainer()
+        self.trainer = Trainer(nice=cfg.train_nice, memory_mb=cfg.train_memory_mb, threads=cfg.train_threads)
         self.deploys: dict[tuple[str, str], str] = {}
         self.port: Optional[int] = None
         self._server: Optional[_PooledServer] = None
