@@ -129,6 +129,9 @@ def test_define_collect_label_train_deploy_rollback(broker: Broker, effnet_model
         assert rolled["model"] == before
         assert yaml.safe_load(daemon.config.read_text())["cameras"]["garage"]["regions"]["door"]["model"] == before
         wait_until(lambda: web.ok("GET", "/api/region?" + Q)["model"] == before, 20, "the rollback running")
+        assert Path(deployed["model"] + ".previous").read_text().strip() == before  # survives a restart
+        status, reply = web.call("POST", "/api/rollback", {"camera": "garage", "region": "door"})
+        assert status == 409 and "nothing to roll back to" in reply["error"], reply
         assert daemon.process.proc.pid == daemon.pid and daemon.process.proc.poll() is None
         assert not [line for line in daemon.process.errors if "Traceback" in line], daemon.process.errors[-20:]
     finally:

@@ -10,7 +10,7 @@ process (``train_job.Trainer``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
@@ -20,6 +20,17 @@ from edgecam.web.train_routes import _call, _ids, _param, _read_json, _text
 
 TRIGGERS = ("every", "interval", "motion")
 MAX_SUGGEST = 200
+#: Next to a deployed file: the model the region ran before it (what "roll back" goes back to;
+#: a rolled-back-to upload has its own, so rollbacks walk back through the deploys).
+PREVIOUS_SUFFIX = ".previous"
+
+
+def _previous(model: str) -> Optional[str]:
+    try:
+        text = Path(model + PREVIOUS_SUFFIX).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def _needs_auth(req: Request, what: str) -> None:
@@ -50,8 +61,7 @@ def api_region_info(req: Request) -> None:
     """Where a region's samples and models are, and its box, trigger and confirm as they run."""
     camera, region = _param(req, "camera"), _param(req, "region")
     files = _call(req.app.control.region_files, camera, region)
-    previous = req.app.deploys.get((camera, region))
-    req.send_json(200, {**files, "previous": previous})
+    req.send_json(200, {**files, "previous": _previous(files["model"])})
 
 
 def api_define_region(req: Request) -> None:
@@ -160,7 +170,10 @@ def api_deploy(req: Request) -> None:
         raise HttpError(413, f"{path.name} is larger than preview.http.max_model_bytes")
     reply = _call(req.app.control.upload_model, camera, region, model)
     if reply.get("previous") and not reply.get("rolled_back"):
-        req.app.deploys[(camera, region)] = str(reply["previous"])
+        try:
+            Path(str(reply["model"]) + PREVIOUS_SUFFIX).write_text(str(reply["previous"]) + "\n", encoding="utf-8")
+        except OSError as err:
+            reply["rollback_error"] = f"the previous model is not remembered for roll back: {err.strerror or err}"
     req.send_json(200, {**reply, "trained": str(path)})
 
 
@@ -169,10 +182,10 @@ def api_rollback(req: Request) -> None:
     _needs_auth(req, "rolling back a model")
     data = _read_json(req)
     camera, region = _text(data, "camera"), _text(data, "region")
-    previous = req.app.deploys.get((camera, region))
-    if previous is None:
-        raise HttpError(409, f"no deploy of {camera}/{region} to roll back since the daemon started")
     files = _call(req.app.control.region_files, camera, region)
+    previous = _previous(files["model"])
+    if previous is None:
+        raise HttpError(409, f"{camera}/{region} runs {Path(files['model']).name}, which no deploy from this "
+                             "page replaced anything with: nothing to roll back to")
     reply = _edit(req, {f"{files['key']}.model": previous})
-    req.app.deploys.pop((camera, region), None)
     req.send_json(200, {**reply, "model": previous})

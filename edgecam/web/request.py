@@ -35,7 +35,6 @@ class App(Protocol):
     stop_event: threading.Event
     routes: "Mapping[str, Mapping[str, Route]]"
     trainer: Trainer  # training runs started from the page
-    deploys: dict[tuple[str, str], str]  # (camera, region) -> the model file before the last deploy
 
     @property
     def hub(self) -> PreviewHub: ...

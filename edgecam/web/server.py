@@ -65,7 +65,6 @@ class HttpPreview:
         self._forbidden_lock = threading.Lock()
         self.stop_event = threading.Event()
         self.trainer = Trainer(nice=cfg.train_nice, memory_mb=cfg.train_memory_mb, threads=cfg.train_threads)
-        self.deploys: dict[tuple[str, str], str] = {}
         self.port: Optional[int] = None
         self._server: Optional[_PooledServer] = None
         self._thread: Optional[threading.Thread] = None

@@ -302,7 +302,7 @@ $("deploybtn").onclick = guarded(async () => {
 $("rollback").onclick = guarded(async () => {
   const r = await call("POST", "/api/rollback", where());
   $("deploystate").textContent = "rolled back to " + r.model; $("deploystate").dataset.outcome = "rolled back";
-  $("rollback").disabled = true;
+  await loadRegion();  // enables roll back again when that model replaced an earlier one
 });
 
 $("trigger").onchange = () => { $("intervalbox").hidden = $("trigger").value !== "interval"; };
