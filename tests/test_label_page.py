@@ -138,3 +138,6 @@ def test_the_classes_api_refuses_changes_without_auth_configured(live: Live) -> 
     assert status == 400 and "'count' must be a number from 1 to 200" in reply["error"], reply
     status, reply = live.call("GET", "/api/train?camera=gate&region=latch")
     assert status == 200 and reply["state"] == "idle"
+    status, reply = live.call("POST", "/api/suggest", {"camera": "gate", "region": "latch",
+                                                       "ids": [f"inbox/x{i}.jpg" for i in range(51)]})
+    assert status == 400 and "at most 50" in reply["error"], reply

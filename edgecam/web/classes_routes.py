@@ -19,7 +19,7 @@ from edgecam.web.train_job import model_name
 from edgecam.web.train_routes import _call, _ids, _param, _read_json, _text
 
 TRIGGERS = ("every", "interval", "motion")
-MAX_SUGGEST = 200
+MAX_SUGGEST = 50  # per request: a few seconds of a Pi's model time
 #: Next to a deployed file: the model the region ran before it (what "roll back" goes back to;
 #: a rolled-back-to upload has its own, so rollbacks walk back through the deploys).
 PREVIOUS_SUFFIX = ".previous"
@@ -103,8 +103,12 @@ def api_burst(req: Request) -> None:
 def api_suggest(req: Request) -> None:
     """``{"camera", "region", "ids"}``: the running model's guess for each sample."""
     data = _read_json(req)
-    ids = _ids(data)[:MAX_SUGGEST]
-    req.send_json(200, _call(req.app.control.suggest, _text(data, "camera"), _text(data, "region"), ids))
+    camera, region, ids = _text(data, "camera"), _text(data, "region"), _ids(data)
+    if len(ids) > MAX_SUGGEST:
+        raise HttpError(400, f"ask for at most {MAX_SUGGEST} samples at a time")
+    # on the classify threads (preview.http.classify_concurrency), like an uploaded picture
+    reply = req.app.limits.run_classify(lambda: _call(req.app.control.suggest, camera, region, ids))
+    req.send_json(200, reply)
 
 
 def api_train(req: Request) -> None:

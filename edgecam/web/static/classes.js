@@ -225,11 +225,14 @@ $("delete").onclick = guarded(() => act({ delete: true }, (r) => r.deleted + " d
 $("all").onclick = () => { for (const id of inbox()) selected.add(id); paintSelection(); };
 $("none").onclick = () => { selected.clear(); paintSelection(); };
 $("suggest").onclick = guarded(async () => {
-  const ids = inbox().slice(0, 200);
-  if (!ids.length) { status("the inbox is empty"); return; }
-  const reply = await call("POST", "/api/suggest", { ...where(), ids });
-  guesses = { ...guesses, ...reply.suggestions };
-  status("suggestions from " + reply.model); await refreshSamples();
+  const ids = inbox().filter((id) => !guesses[id]).slice(0, 500);
+  if (!ids.length) { status("nothing new in the inbox to suggest for"); return; }
+  for (let at = 0; at < ids.length; at += 50) {  // the server takes 50 at a time
+    const reply = await call("POST", "/api/suggest", { ...where(), ids: ids.slice(at, at + 50) });
+    guesses = { ...guesses, ...reply.suggestions };
+    status("suggestions from " + reply.model + ": " + Math.min(ids.length, at + 50) + "/" + ids.length);
+    await refreshSamples();
+  }
 });
 $("accept").onclick = guarded(async () => {
   const byLabel = {};
