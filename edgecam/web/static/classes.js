@@ -144,11 +144,17 @@ function showBurst(b) {
 const REASONS = { "low-score": "low score", "state-change": "state change", periodic: "periodic",
                   capture: "command", burst: "command (burst)" };
 
-function caption(s) {
-  const time = s.time ? s.time.slice(11, 19) : "";
-  const guess = guesses[s.id] ? " · <span class=guess>" + guesses[s.id].label + " " +
-    Math.round(guesses[s.id].score * 100) + "%</span>" : "";
-  return time + " " + (REASONS[s.reason] || s.reason || "") + guess;
+function caption(s) {  // DOM nodes, not HTML: labels come from model files
+  const cap = document.createElement("figcaption");
+  cap.title = s.id;
+  cap.append(s.time ? s.time.slice(11, 19) : "", document.createElement("br"), REASONS[s.reason] || s.reason || "");
+  if (guesses[s.id]) {
+    const guess = document.createElement("span");
+    guess.className = "guess";
+    guess.textContent = " · " + guesses[s.id].label + " " + Math.round(guesses[s.id].score * 100) + "%";
+    cap.append(guess);
+  }
+  return cap;
 }
 
 function thumb(s) {
@@ -157,9 +163,7 @@ function thumb(s) {
   const img = document.createElement("img");
   img.loading = "lazy"; img.alt = s.id;
   img.src = "/api/sample.jpg?" + new URLSearchParams({ ...where(), id: s.id });
-  const cap = document.createElement("figcaption");
-  cap.innerHTML = caption(s); cap.title = s.id;
-  fig.append(img, cap);
+  fig.append(img, caption(s));
   fig.onclick = (ev) => { select(s.id, ev.shiftKey); };
   return fig;
 }
@@ -191,8 +195,8 @@ async function refreshSamples() {
   const labels = data.labels;
   $("labels").replaceChildren(...[...new Set([...labels, ...data.model_labels])].map((l) => new Option(l, l)));
   const counts = labels.map((l) => [l, data.samples.filter((s) => s.label === l).length]);
-  $("counts").textContent = counts.map(([l, n]) => l + ": " + n).join(" · ") +
-    " · inbox: " + data.samples.filter((s) => s.label === "inbox").length;
+  $("counts").textContent = [...counts.map(([l, n]) => l + ": " + n),
+    "inbox: " + data.samples.filter((s) => s.label === "inbox").length].join(" · ");
   const hints = [];
   if (counts.length < 2) hints.push("training needs at least 2 classes");
   for (const [l, n] of counts) if (n < ENOUGH) hints.push(l + " has " + n + " (" + ENOUGH + "+ per class is better)");
