@@ -121,3 +121,23 @@ def test_the_label_page_selects_many_and_labels_them_in_chromium(live: Live, tmp
     assert done["usage"].endswith("MB") and "/8 files" in done["usage"]
     assert len(list((live.dataset / "open").glob("*.jpg"))) == 2
     time.sleep(0.1)
+
+
+def test_the_classes_api_refuses_changes_without_auth_configured(live: Live) -> None:
+    """Without preview.http.auth the page's reads and bursts work, but nothing that rewrites the
+    config file, trains or deploys a model."""
+    for path, body in [("/api/region", {"camera": "gate", "region": "latch", "box": [0.1, 0.1, 0.5, 0.5]}),
+                       ("/api/train", {"camera": "gate", "region": "latch"}),
+                       ("/api/deploy", {"camera": "gate", "region": "latch"}),
+                       ("/api/rollback", {"camera": "gate", "region": "latch"})]:
+        status, reply = live.call("POST", path, body)
+        assert status == 403 and "preview.http.auth" in reply["error"], (path, status, reply)
+    status, reply = live.call("GET", "/api/region?camera=gate&region=latch")
+    assert status == 200 and reply["box"] == [0.2, 0.2, 0.8, 0.8] and reply["previous"] is None
+    status, reply = live.call("POST", "/api/burst", {"camera": "gate", "region": "latch", "count": 500})
+    assert status == 400 and "'count' must be a number from 1 to 200" in reply["error"], reply
+    status, reply = live.call("GET", "/api/train?camera=gate&region=latch")
+    assert status == 200 and reply["state"] == "idle"
+    status, reply = live.call("POST", "/api/suggest", {"camera": "gate", "region": "latch",
+                                                       "ids": [f"inbox/x{i}.jpg" for i in range(51)]})
+    assert status == 400 and "at most 50" in reply["error"], reply

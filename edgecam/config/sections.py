@@ -244,6 +244,10 @@ class HttpPreviewConfig(Section):
     max_connections: int = Field(128, ge=2, le=4096)
     backlog: int = Field(128, ge=1, le=4096)
     request_timeout_s: float = Field(15.0, gt=0, le=300)
+    # Training started from the /classes page: a child process (edgecam/web/train_job.py).
+    train_memory_mb: int = Field(1536, ge=256, le=1_048_576)  # its address space (RLIMIT_AS), not RSS
+    train_nice: int = Field(10, ge=0, le=19)  # lower CPU priority than the daemon
+    train_threads: int = Field(1, ge=1, le=64)
     auth: HttpAuthConfig = HttpAuthConfig()
 
     @field_validator("allowed_hosts")

@@ -69,6 +69,20 @@ class DaemonControl(Protocol):
 
     def sample_jpeg(self, camera: str, region: str, sample_id: str) -> bytes: ...
 
+    def burst(self, camera: str, region: str, count: int, seconds: float) -> dict[str, Any]:
+        """Start taking ``count`` crops of the region over ``seconds`` in the background, kept when
+        unlike the region's other samples; list_samples shows its progress ("burst")."""
+
+    def suggest(self, camera: str, region: str, sample_ids: list[str]) -> dict[str, Any]:
+        """The region's running model on samples: {"model", "suggestions": {id: {"label", "score"}}}."""
+
+    def crop_jpeg(self, camera: str, region: str) -> bytes:
+        """The region's crop of the camera's newest frame (unannotated) as JPEG; raises EdgecamError."""
+
+    def region_files(self, camera: str, region: str) -> dict[str, Any]:
+        """Where the region's samples ("dataset") and models ("models", "backbone", "model") are, its
+        config key path ("key") and box, trigger and confirm as they run."""
+
     def reload(self) -> dict[str, Any]:
         """Re-read the config file, validate it whole and apply the difference live (as SIGHUP
         does), model files changed on disk included: {"changes": [...], "needs_restart": [...],

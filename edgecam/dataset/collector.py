@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecam.config import CollectConfig
-from edgecam.dataset.store import DatasetError, RegionStore, Sample, check_label
+from edgecam.dataset.store import BURST, DatasetError, RegionStore, Sample, check_label
 from edgecam.heartbeat import Heartbeat
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region
@@ -55,6 +55,7 @@ class _Auto:
     key: tuple[str, str]
     crop: np.ndarray
     reason: str
+    on_saved: Callable[[Sample | None], None] | None = None  # a burst counts what it kept
 
 
 @dataclass
@@ -155,6 +156,19 @@ class Collector:
         log.info("collect: saved %s/%s/%s on request", camera, region, sample.id)
         return sample
 
+    def add_burst(self, camera: str, region: str, crop: np.ndarray,
+                  on_saved: Callable[[Sample | None], None], wait_s: float = 1.0) -> bool:
+        """Queue one crop of a burst capture (edgecam.service.bursts): saved to the inbox like an
+        automatic sample, so the perceptual hash keeps only crops unlike the region's others
+        (``on_saved`` gets the sample, or None when it was too similar). Waits up to ``wait_s``
+        for room in the queue; False when there was none (counted as dropped)."""
+        self.store(camera, region)
+        if not self._auto_room.acquire(timeout=wait_s):
+            self.dropped += 1
+            return False
+        self._queue.put(_Auto((camera, region), crop, BURST, on_saved))
+        return True
+
     def _admit(self, key: tuple[str, str]) -> None:
         interval = self.cfg.capture_interval_s
         now = time.monotonic()
@@ -190,7 +204,9 @@ class Collector:
                 self._save_capture(job)
             else:
                 self._auto_room.release()
-                self._save(job.key, job.crop, job.reason)
+                sample = self._save(job.key, job.crop, job.reason)
+                if job.on_saved is not None:
+                    job.on_saved(sample)
         self._refuse_waiting()
 
     def _save_capture(self, job: _Capture) -> None:
@@ -216,22 +232,23 @@ class Collector:
             if isinstance(job, _Capture):
                 job.done.set_exception(DatasetError("edgecam is stopping; the sample was not saved"))
 
-    def _save(self, key: tuple[str, str], crop: np.ndarray, reason: str) -> None:
+    def _save(self, key: tuple[str, str], crop: np.ndarray, reason: str) -> Sample | None:
         try:
             sample = self.store(*key).add(crop, reason)
         except DatasetError as err:
             self.failed += 1
             self._log_error(str(err), err.reason)
-            return
+            return None
         except Exception:  # a bug: keep the traceback, keep collecting
             self.failed += 1
             log.exception("collect: saving a sample of %s/%s failed", *key)
-            return
+            return None
         if sample is None:
             self.not_new += 1
         else:
             self.saved += 1
             log.debug("collect: %s/%s %s (%s)", key[0], key[1], sample.id, reason)
+        return sample
 
     def _log_error(self, message: str, reason: str) -> None:
         """One line per kind of failure (the same full disk for every region is one line)."""

@@ -43,6 +43,9 @@ CAPTURE = "capture"  # the reason (in the file name) of samples saved on request
 # \A ... \Z and fullmatch: "$" would also match before a trailing newline ("open\n").
 LABEL_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 SAMPLE_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\.jpg\Z")
+# How _write names a sample: <UTC stamp>-<ms>_<reason>_<seq>.jpg
+NAMED = re.compile(r"\A(\d{8}T\d{6})-(\d{3})_([A-Za-z0-9-]+)_\d+\.jpg\Z")
+BURST = "burst"  # the reason of samples a burst capture kept (edgecam.dataset.collector)
 
 
 class DatasetError(EdgecamError):
@@ -81,6 +84,21 @@ class Sample:
     @property
     def id(self) -> str:
         return f"{self.label}/{self.name}"
+
+    @property
+    def reason(self) -> str:
+        """Why it was collected (low-score, state-change, periodic, capture, burst), from its name."""
+        found = NAMED.fullmatch(self.name)
+        return found.group(3) if found else ""
+
+    @property
+    def time(self) -> str:
+        """When it was saved, ISO 8601 UTC (``2026-12-03T13:44:31.123Z``), from its name; "" if unknown."""
+        found = NAMED.fullmatch(self.name)
+        if not found:
+            return ""
+        stamp, ms = found.group(1), found.group(2)
+        return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}.{ms}Z"
 
 
 def is_capture(sample: Sample) -> bool:

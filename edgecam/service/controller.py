@@ -14,6 +14,7 @@ Reads (state, stats, samples, snapshots) never wait for changes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -21,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+import cv2
 import numpy as np
 
 from edgecam.config import Config
@@ -32,10 +34,11 @@ from edgecam.errors import ConfigError, EdgecamError, ModelError
 from edgecam.inference.deploy import Deployer
 from edgecam.inference.layout import Layout
 from edgecam.inference.pipeline import Pipeline
-from edgecam.inference.plan import Plan
+from edgecam.inference.plan import Plan, region_key_path
 from edgecam.logs import set_level
 from edgecam.model.types import Label
 from edgecam.preview.hub import PreviewHub
+from edgecam.service.bursts import Bursts
 from edgecam.service.health import Health
 from edgecam.service.status import StatusReport
 from edgecam.service.worker import SerialWorker
@@ -66,12 +69,15 @@ class Controller:
         self._config_file = config_file
         self._on_changed = on_changed
         self._worker = SerialWorker("changes")
+        self._stopping = threading.Event()
+        self._bursts = Bursts(lambda: self._pipeline.layout, collector, self._stopping)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._worker.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self._worker.stop()
 
     def _serial(self, change: Callable[[], T], timeout_s: float = CHANGE_TIMEOUT_S) -> T:
@@ -315,13 +321,23 @@ class Controller:
     # -- training samples ---------------------------------------------------------------
     def capture_sample(self, camera: str, region: str, label: Optional[str] = None) -> dict[str, Any]:
         """Save the region's crop of the camera's newest frame (to ``label``, else the inbox)."""
+        sample = self._collector.capture(camera, region, self._latest_crop(camera, region), label)
+        return {"sample": sample.id, "bytes": sample.size}
+
+    def _latest_crop(self, camera: str, region: str) -> np.ndarray:
         run = self._pipeline.layout.camera(camera)
         target = run.region(region)
         latest = run.camera.ring.latest_copy()
         if latest is None:
             raise DatasetError(f"camera {camera} has no frame yet")
-        sample = self._collector.capture(camera, region, target.crop(latest[1]), label)
-        return {"sample": sample.id, "bytes": sample.size}
+        return target.crop(latest[1])
+
+    def crop_jpeg(self, camera: str, region: str) -> bytes:
+        """The region's crop of the camera's newest frame, unannotated, as JPEG."""
+        ok, data = cv2.imencode(".jpg", self._latest_crop(camera, region), [int(cv2.IMWRITE_JPEG_QUALITY), 85])
+        if not ok:
+            raise DatasetError("could not encode the crop as JPEG")
+        return data.tobytes()
 
     def list_samples(self, camera: str, region: str) -> dict[str, Any]:
         layout = self._pipeline.layout
@@ -332,7 +348,8 @@ class Controller:
         model_labels = layout.classifier(target.model_path).info.labels
         return {"camera": camera, "region": region, "labels": labels,
                 "model_labels": list(model_labels) if len(model_labels) <= 50 else [],
-                "samples": [{"id": s.id, "label": s.label, "bytes": s.size} for s in samples],
+                "samples": [{"id": s.id, "label": s.label, "bytes": s.size, "reason": s.reason, "time": s.time}
+                            for s in samples], "burst": self._bursts.status(camera, region),
                 "files": len(samples), "mb": round(sum(s.size for s in samples) / 2**20, 2),
                 "max_files": store.max_files, "max_mb": round(store.max_bytes / 2**20, 2)}
 
@@ -351,3 +368,29 @@ class Controller:
     def sample_jpeg(self, camera: str, region: str, sample_id: str) -> bytes:
         self._pipeline.layout.region(camera, region)
         return self._collector.store(camera, region).path_of(sample_id).read_bytes()
+
+    def burst(self, camera: str, region: str, count: int, seconds: float) -> dict[str, Any]:
+        return self._bursts.start(camera, region, count, seconds)
+
+    def suggest(self, camera: str, region: str, sample_ids: list[str]) -> dict[str, Any]:
+        """The region's running model on samples: id -> {"label", "score"} (unreadable ones left out)."""
+        layout = self._pipeline.layout
+        classifier = layout.classifier(layout.region(camera, region).model_path)
+        store = self._collector.store(camera, region)
+        found: dict[str, Any] = {}
+        for sample_id in sample_ids:
+            image = cv2.imread(str(store.path_of(sample_id)), cv2.IMREAD_COLOR)
+            if image is not None:
+                top = classifier.classify(image, k=1)[0]
+                found[sample_id] = {"label": top.label, "score": round(float(top.score), 4)}
+        return {"model": classifier.info.name, "suggestions": found}
+
+    def region_files(self, camera: str, region: str) -> dict[str, Any]:
+        """Where a region's samples, models and config keys are (the web app's training)."""
+        layout = self._pipeline.layout
+        target = layout.region(camera, region)
+        config = layout.config
+        return {"dataset": str(Path(config.collect.dir) / camera / region), "model": target.model_path,
+                "models": str(Path(config.model.path).parent), "backbone": config.model.path,
+                "key": region_key_path(config, camera, region), "box": list(target.cfg.box),
+                "trigger": target.cfg.trigger, "confirm": target.cfg.confirm}

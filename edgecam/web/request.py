@@ -18,6 +18,7 @@ from edgecam.control.protocol import DaemonControl
 from edgecam.preview.hub import PreviewHub
 from edgecam.web.guards import HostCheck
 from edgecam.web.limits import Limits
+from edgecam.web.train_job import Trainer
 
 if TYPE_CHECKING:
     from email.message import Message
@@ -33,6 +34,7 @@ class App(Protocol):
     credentials: Optional[tuple[bytes, bytes]]
     stop_event: threading.Event
     routes: "Mapping[str, Mapping[str, Route]]"
+    trainer: Trainer  # training runs started from the page
 
     @property
     def hub(self) -> PreviewHub: ...

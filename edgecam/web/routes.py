@@ -19,7 +19,7 @@ import numpy as np
 
 from edgecam.errors import EdgecamError
 from edgecam.model.types import Label
-from edgecam.web import imageinfo, metrics, train_routes
+from edgecam.web import classes_routes, imageinfo, metrics, train_routes
 from edgecam.web.errors import HttpError
 from edgecam.web.request import Request, Route
 from edgecam.web.upload import multipart_file, read_body, upload_kind
@@ -44,6 +44,14 @@ def page_classify(req: Request) -> None:
 
 def page_label(req: Request) -> None:
     req.send_bytes(200, _static("label.html"), "text/html; charset=utf-8")
+
+
+def page_classes(req: Request) -> None:
+    req.send_bytes(200, _static("classes.html"), "text/html; charset=utf-8")
+
+
+def script_classes(req: Request) -> None:
+    req.send_bytes(200, _static("classes.js"), "text/javascript; charset=utf-8")
 
 
 def _camera(req: Request) -> "str | None":
@@ -145,4 +153,15 @@ ROUTES: dict[str, dict[str, Route]] = {
     "/api/reload": {"POST": Route(train_routes.api_reload)},
     "/api/config": {"POST": Route(train_routes.api_config)},
     "/api/model": {"POST": Route(train_routes.api_model)},
+    "/classes": {"GET": Route(page_classes)},
+    "/classes.js": {"GET": Route(script_classes)},
+    "/api/region": {"GET": Route(classes_routes.api_region_info), "POST": Route(classes_routes.api_define_region)},
+    "/api/burst": {"POST": Route(classes_routes.api_burst)},
+    "/api/crop.jpg": {"GET": Route(classes_routes.api_crop_jpg)},
+    "/api/suggest": {"POST": Route(classes_routes.api_suggest)},
+    "/api/train": {"GET": Route(classes_routes.api_train_status), "POST": Route(classes_routes.api_train)},
+    "/api/train/cancel": {"POST": Route(classes_routes.api_train_cancel)},
+    "/api/train/confusion.png": {"GET": Route(classes_routes.api_confusion_png)},
+    "/api/deploy": {"POST": Route(classes_routes.api_deploy)},
+    "/api/rollback": {"POST": Route(classes_routes.api_rollback)},
 }

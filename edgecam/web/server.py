@@ -36,6 +36,7 @@ from edgecam.web.guards import HostCheck, load_credentials
 from edgecam.web.handler import Handler
 from edgecam.web.limits import Limits
 from edgecam.web.routes import ROUTES
+from edgecam.web.train_job import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class HttpPreview:
         self.forbidden: Counter[str] = Counter()  # 403s by guard ("host", "origin")
         self._forbidden_lock = threading.Lock()
         self.stop_event = threading.Event()
+        self.trainer = Trainer(nice=cfg.train_nice, memory_mb=cfg.train_memory_mb, threads=cfg.train_threads)
         self.port: Optional[int] = None
         self._server: Optional[_PooledServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -93,6 +95,7 @@ class HttpPreview:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting, end open streams, stop the workers; returns within ~timeout."""
         self.stop_event.set()
+        self.trainer.stop()
         if self._server is None:
             return
         deadline = time.monotonic() + timeout
@@ -297,8 +300,8 @@ def _raw_busy_response(message: str) -> bytes:
 class Refuser:
     """Answers connections over the cap with a fixed 503 without blocking the
     accept thread (and takes over connections a worker answered early), then reads and
-    discards what the client still sends until it
-    closes (at most linger_s): closing with unread data would reset the
+    discards what the client still sends until it closes (at most linger_s): closing
+    with unread data would reset the
     connection and the client would see an error instead of the 503."""
 
     def __init__(self, response: bytes, max_pending: int = 256, linger_s: float = 2.0) -> None:

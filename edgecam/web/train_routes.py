@@ -117,8 +117,6 @@ def api_reload(req: Request) -> None:
     req.send_json(200, reply)
 
 
-
-
 def api_config(req: Request) -> None:
     """Write a change into the config file and apply it live: ``{"set": {"cameras.garage.regions.
     door.box": [0.1, 0.2, 0.5, 0.9]}, "delete": ["cameras.garage.regions.old"]}``. Needs

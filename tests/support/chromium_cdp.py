@@ -61,10 +61,15 @@ class Chromium:
         raw, _, self._buffer = self._buffer.partition(b"\0")
         return json.loads(raw)
 
-    def open(self, url: str) -> str:
-        """A new tab at ``url``, loaded; returns its session id."""
-        target = self.send("Target.createTarget", {"url": url})["targetId"]
+    def open(self, url: str, headers: Optional[dict[str, str]] = None) -> str:
+        """A new tab at ``url``, loaded; returns its session id. ``headers`` go with every
+        request of the tab (e.g. ``Authorization`` for a server behind basic auth)."""
+        target = self.send("Target.createTarget", {"url": "about:blank" if headers else url})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        if headers:
+            self.send("Network.enable", {}, session)
+            self.send("Network.setExtraHTTPHeaders", {"headers": headers}, session)
+            self.send("Page.navigate", {"url": url}, session)
         deadline = time.monotonic() + 30
         loaded = f"document.readyState === 'complete' && location.href === {json.dumps(url)}"
         while not self.evaluate(session, loaded):
@@ -79,6 +84,13 @@ class Chromium:
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def screenshot(self, session: str, path: Path) -> None:
+        """The tab's whole page as a PNG."""
+        import base64
+
+        shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
         try:
