@@ -149,7 +149,7 @@ def test_cameras_benchmark_prints_its_table_micro_table_and_three_targets(resnet
 
 
 def test_the_int8_benchmark_prints_every_variant_and_names_the_kernels() -> None:
-    """``edgecam.bench.int8`` on a few views: five rows with figures, the host's SIMD level
+    """``edgecam.bench.int8`` on a few views: seven rows with figures, the host's SIMD level
     named; where this host's default kernels are exact, they agree with the exact ones."""
     from edgecam.model import cpu
 
@@ -158,7 +158,8 @@ def test_the_int8_benchmark_prints_every_variant_and_names_the_kernels() -> None
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in proc.stdout.splitlines()
             if line.startswith("| ") and "%" in line}
-    assert list(rows) == ["INT8, default kernels", "INT8, exact kernels (x64quantprecision)",
+    assert list(rows) == ["INT8 recipe 3 (stem, blocks 0-1 FP32), default kernels", "INT8 recipe 3, exact kernels",
+                          "INT8, default kernels", "INT8, exact kernels (x64quantprecision)",
                           "INT8 7-bit weights, default kernels", "INT8 7-bit weights, exact kernels", "FP32"]
     assert rows["FP32"][0] == "100.0%"
     assert "host: " in proc.stdout and cpu.simd_level() in proc.stdout

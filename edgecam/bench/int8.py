@@ -9,6 +9,10 @@ same model, the same held-out views and the same frames, interleaved:
   the fast kernels stay exact, at the cost of one bit of weight precision everywhere);
 * FP32.
 
+The INT8 rows are the model ``edgecam model build`` makes (recipe 4: stem and blocks 0, 1,
+3, 4, 8, 9, 11 in FP32, from a per-block sensitivity scan) and, for comparison, recipe 3's
+(stem and blocks 0-1 in FP32).
+
     python -m edgecam.bench.int8 [--holdout 120] [--rounds 5] [--runs 40]
 
 Each row: top-1 agreement with FP32 and top-5 containment on the held-out views (the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +40,16 @@ from edgecam.model.classifier import Classifier
 ARCH = "efficientnet_lite0"
 
 
-def seven_bit(fp32: Path, int8: Path, out: Path, pre_clf: Classifier, calib_count: int) -> Path:
-    """The same model quantized with 7-bit weights (``reduce_range``), metadata copied."""
+#: The FP32 layers of build recipe 3, before the per-block sensitivity scan.
+RECIPE3_FP32 = ("_conv_stem/", "_blocks.0/", "_blocks.1/")
+
+
+def requantized(fp32: Path, int8: Path, out: Path, pre_clf: Classifier, calib_count: int, **options: Any) -> Path:
+    """The same model quantized with other ``options`` (quantize_int8's), metadata copied."""
     import onnx
 
     calib, _ = builtin_sets(calib_count, 0)
-    quantize_int8(fp32, out, calib, pre_clf.preprocessor, arch=ARCH, reduce_range=True)
+    quantize_int8(fp32, out, calib, pre_clf.preprocessor, arch=ARCH, **options)
     props = {p.key: p.value for p in onnx.load(str(int8)).metadata_props}
     model = onnx.load(str(out))
     del model.metadata_props[:]
@@ -63,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path, int8_path = build(ARCH, args.size, "NCHW_float", CACHE)
     fp32 = Classifier(fp32_path, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="edgecam-int8-") as folder:
-        int8_7bit = seven_bit(fp32_path, int8_path, Path(folder) / "int8_7bit.onnx", fp32, args.calib)
+        int8_7bit = requantized(fp32_path, int8_path, Path(folder) / "int8_7bit.onnx", fp32, args.calib,
+                                reduce_range=True)
+        int8_r3 = requantized(fp32_path, int8_path, Path(folder) / "int8_r3.onnx", fp32, args.calib,
+                              fp32_layers=RECIPE3_FP32)
         rows = {
+            "INT8 recipe 3 (stem, blocks 0-1 FP32), default kernels": Classifier(int8_r3, threads=args.threads,
+                                                                               exact_int8=False),
+            "INT8 recipe 3, exact kernels": Classifier(int8_r3, threads=args.threads, exact_int8=True),
             "INT8, default kernels": Classifier(int8_path, threads=args.threads, exact_int8=False),
             "INT8, exact kernels (x64quantprecision)": Classifier(int8_path, threads=args.threads, exact_int8=True),
             "INT8 7-bit weights, default kernels": Classifier(int8_7bit, threads=args.threads, exact_int8=False),

@@ -29,11 +29,12 @@ FP32_LAYERS = {"efficientnet_lite0": ("_conv_stem/", "_blocks.0/", "_blocks.1/",
 NORMALIZE_NODES = ("/Transpose", "/Cast", "/Mul", "/Sub")
 
 
-def fp32_nodes(model_path: Path, arch: str) -> list[str]:
-    """Names of the nodes of ``model_path`` to leave unquantized."""
+def fp32_nodes(model_path: Path, arch: str, layers: tuple[str, ...] | None = None) -> list[str]:
+    """Names of the nodes of ``model_path`` to leave unquantized (``layers``: other patterns
+    than the architecture's FP32_LAYERS, for benchmarks)."""
     import onnx
 
-    patterns = FP32_LAYERS.get(arch, ())
+    patterns = FP32_LAYERS.get(arch, ()) if layers is None else layers
     names = [node.name for node in onnx.load(str(model_path)).graph.node]
     return [n for n in names if n in NORMALIZE_NODES or any(p in n for p in patterns)]
 
@@ -46,6 +47,7 @@ def quantize_int8(
     activations: str = "uint8",
     arch: str = "",
     reduce_range: bool = False,
+    fp32_layers: tuple[str, ...] | None = None,
 ) -> None:
     """Static INT8: pre-process, then QDQ with per-channel int8 weights.
 
@@ -74,7 +76,7 @@ def quantize_int8(
         # onnx's own shape inference covers these CNNs: the symbolic pass (sympy) gave the same
         # nodes and weights (only value_info differed) for 550 MB of peak RSS and 4.5 s more.
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        keep = fp32_nodes(prepared, arch)
+        keep = fp32_nodes(prepared, arch, fp32_layers)
         if keep:
             log.info("quantization: keeping %d nodes in FP32 (%s)", len(keep), ", ".join(keep[:4]))
         log.info("quantization: calibrating on %d images (MinMax)", len(calib))
