@@ -78,8 +78,10 @@ def test_files_are_single_and_int8_is_quantized(effnet_models, resnet_random_mod
             assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
         ops = {node.op_type for node in onnx.load(str(pair.int8)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        # A fully INT8 file is ~26% of FP32; EfficientNet-Lite0 keeps its stem and blocks 0, 1, 3,
+        # 4, 8, 9, 11 in FP32 (export/quantize.py FP32_LAYERS): 36%. Unquantized would be ~100%.
         ratio = pair.int8.stat().st_size / pair.fp32.stat().st_size
-        assert ratio < 0.35, f"INT8 file is {ratio:.0%} of FP32"
+        assert ratio < 0.4, f"INT8 file is {ratio:.0%} of FP32"
     leftovers = [p for p in effnet_models.fp32.parent.iterdir() if p.suffix == ".data" or p.name.startswith(".build-")]
     assert leftovers == []
 
