@@ -155,6 +155,9 @@ class CommandsConfig(Section):
 class DiscoveryConfig(Section):
     enabled: bool = False
     prefix: str = "homeassistant"
+    # The web app's address shown on each device in Home Assistant (default, when the web app is
+    # on: http://<bind or this machine's name>:<port>/).
+    configuration_url: Optional[str] = Field(None, pattern=r"^https?://\S+$")
 
 
 class OutboxConfig(Section):

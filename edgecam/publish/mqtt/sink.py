@@ -31,6 +31,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.config import Config
 from edgecam.control.protocol import DaemonControl
+from edgecam.publish.mqtt import announced, cameras
 from edgecam.publish.mqtt.command_worker import CommandHandler
 from edgecam.publish.mqtt.connection import (
     FailureLog,
@@ -42,6 +43,7 @@ from edgecam.publish.mqtt.connection import (
     make_client,
 )
 from edgecam.publish.mqtt.delivery import Delivery, StateCache
+from edgecam.publish.mqtt.discovery import Description
 from edgecam.publish.mqtt.link import Link
 from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
 from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
@@ -71,7 +73,10 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, config: Config, control: DaemonControl | None = None, *,
-                 discovery_delay_s: tuple[float, float] = (1.0, 5.0), outbox: Outbox | None = None) -> None:
+                 discovery_delay_s: tuple[float, float] = (1.0, 5.0), outbox: Outbox | None = None,
+                 wait_for_description: bool = False) -> None:
+        """``wait_for_description``: announce nothing to Home Assistant before ``describe()``
+        (the daemon: its models, and so the regions' labels, are not loaded yet)."""
         self._config = config
         self._cfg = config.mqtt
         self._topics = Topics.from_config(config)
@@ -88,11 +93,13 @@ class MqttSink(Sink):
         self._pump = OutboxPump(self.outbox, self._publish_entry)
         self._state = StateCache(control)
         self._delivery = Delivery(config, self._link, self._topics, self._props, self.outbox, self._pump,
-                                  self._state, self._flush, commands_on, discovery_delay_s)
+                                  self._state, self._flush, commands_on, discovery_delay_s,
+                                  announced.Announced(announced.default_path(config)),
+                                  None if wait_for_description else Description(config))
         self._delivery_worker = EventWorker("edgecam-mqtt", self._on_delivery_event, _EVENT_QUEUE,
                                             self._delivery.idle, self._delivery.wait_s)
         self._commands = CommandHandler(self._cfg.commands, control, self._link, self._topics, self._props,
-                                        self._state, RejectLog())
+                                        self._state, RejectLog(), camera_images=self._cfg.discovery.enabled)
         self._command_worker = EventWorker("edgecam-mqtt-cmd", self._commands.handle, self._cfg.commands.queue_size,
                                            self._commands.idle)
         client = self._link.client
@@ -190,6 +197,12 @@ class MqttSink(Sink):
         """Publish discovery and state again (the models changed: new labels, new names)."""
         self._delivery_worker.post(("refresh",))
 
+    def describe(self, config: Config, labels: dict[str, list[str]], models: dict[str, str]) -> None:
+        """What runs now (after the start and every change): the config, and per ``camera/region``
+        its model's labels and name. Discovery is sent again, and what is gone cleaned up."""
+        self._delivery.describe(Description(config, labels, models))
+        self.refresh()
+
     # ----------------------------------------------------------- Sink API
     def publish_result(self, result: Result) -> None:
         payload = encode_json(result.to_payload())
@@ -222,6 +235,7 @@ class MqttSink(Sink):
         self._state.remember(state)
         if self._link.connected:
             self._link.send(self._topics.state, encode_json(state), 1, True, self._props.get(JSON))
+        self._delivery.send_camera_topics(state)
 
     # ----------------------------------------------------------- sending
     def _send_result(self, item: Queued) -> bool:
@@ -326,5 +340,10 @@ class MqttSink(Sink):
                 ("command", bytes(message.payload))
             if not self._command_worker.post(event):
                 self._commands.busy(bytes(message.payload), self._command_worker.waiting)
-        elif message.topic == self._topics.ha_status and message.payload.strip() == ONLINE.encode():
-            self._delivery.ha_online()
+        elif message.topic == self._topics.ha_status:
+            if message.payload.strip() == ONLINE.encode():
+                self._delivery.ha_online()
+        else:  # Home Assistant's switch or button: the ordinary command, on the command worker
+            command = cameras.ha_command(self._topics, message.topic, bytes(message.payload))
+            if command is not None and not message.retain and not self._command_worker.post(("command", command)):
+                self._commands.busy(command, self._command_worker.waiting)
