@@ -1,0 +1,184 @@
+"""edgecam against a real Home Assistant 2025.4.4, a real Mosquitto and the daemon as a process.
+
+Two cameras (video files) and three regions; HA discovers them through MQTT, and the test
+reads what HA shows through its REST and websocket APIs: the devices and their entities,
+the enum options, a lost camera (its file removed), the pause switch and the snapshot
+button pressed in HA, kill -9 and a restart, a region removed by a live reload.
+Run with ``python -m pytest -m homeassistant tests/test_homeassistant_edgecam.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from onnx import TensorProto, helper
+
+from edgecam.bench.broker import Broker
+from edgecam.bench.media import moving_frames, write_video
+from edgecam.model.metadata import info_to_props
+from edgecam.model.types import ModelInfo
+from tests.support.daemon_process import DaemonProcess, write_config
+from tests.support.homeassistant import HomeAssistant, free_port
+from tests.support.mqtt import Collector
+
+pytestmark = pytest.mark.homeassistant
+
+DEVICE = "hacam"
+PREFIX = f"edgecam/{DEVICE}"
+LABELS = ("closed", "open")
+
+
+def two_label_model(path: Path) -> Path:
+    """A real ONNX classifier with the labels closed/open (equal logits: always "closed")."""
+    import onnx
+    import numpy as np
+
+    info = ModelInfo(name="door", arch="tiny", precision="fp32", input_size=32, labels=LABELS, trained=False,
+                     weights="random", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), color_order="RGB",
+                     layout="NCHW_float")
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.ones(6, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["pooled"], keepdims=0, axes=[2, 3]),
+         helper.make_node("MatMul", ["pooled", "w"], ["logits"])], "door",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in info_to_props(info).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def edgecam_config(tmp_path: Path, broker: Broker, model: Path, clips: dict[str, Path], web_port: int,
+                   regions: dict[str, Any] | None = None) -> Path:
+    door_regions = regions if regions is not None else {
+        "door": {"box": [0, 0, 0.5, 1], "confirm": 1, "binary": {"on": ["open"], "device_class": "door"}},
+        "car": {"box": [0.5, 0, 1, 1], "confirm": 1}}
+    backoff = {"initial_s": 0.2, "max_s": 0.5}
+    return write_config(
+        tmp_path / "config.yaml", device_id=DEVICE, stats={"interval_s": 1},
+        model={"path": str(model), "threads": 1},
+        cameras={"garage": {"uri": str(clips["garage"]), "suggested_area": "Garage", "backoff": backoff,
+                            "read_timeout_s": 1, "regions": door_regions},
+                 "yard": {"uri": str(clips["yard"]), "backoff": backoff, "regions": {"gate": {"confirm": 1}}}},
+        preview={"http": {"enabled": True, "port": web_port}},
+        mqtt={"host": broker.host, "port": broker.port, "keepalive_s": 5,
+              "reconnect": {"initial_s": 0.2, "max_s": 1.0}, "discovery": {"enabled": True}})
+
+
+def uid(key: str) -> str:
+    return f"edgecam_{DEVICE}_{key}"
+
+
+GARAGE = {"connected": "binary_sensor", "running": "switch", "snapshot": "button", "image": "image",
+          "inference_fps": "sensor", "capture_fps": "sensor", "dropped": "sensor",
+          "door_state": "sensor", "door_binary": "binary_sensor", "car_state": "sensor"}
+
+
+def wait_state(ha: HomeAssistant, entity_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        found = ha.state(entity_id)
+        return found if found and found["state"] == state else None
+    try:
+        return ha.wait_for(matches, timeout, f"{entity_id} == {state!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it is {ha.state(entity_id)}") from None
+
+
+def garage_entities(ha: HomeAssistant) -> dict[str, str]:
+    def found() -> dict[str, str] | None:
+        by_uid = {e["unique_id"]: e["entity_id"] for e in ha.entity_registry() if e["platform"] == "mqtt"}
+        ids = {key: by_uid.get(uid(f"garage_{key}"), "") for key in GARAGE}
+        return ids if all(ids.values()) else None
+    return ha.wait_for(found, 90, "the garage camera's entities")
+
+
+def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
+    ha = homeassistant
+    model = two_label_model(tmp_path / "door.onnx")
+    clips = {"garage": write_video(tmp_path / "garage.avi", moving_frames(20), fps=10),
+             "yard": write_video(tmp_path / "yard.avi", moving_frames(20), fps=10)}
+    web_port = free_port()
+    config = edgecam_config(tmp_path, broker, model, clips, web_port)
+    state_topic = Collector(broker, [f"{PREFIX}/state"])
+    daemon = DaemonProcess(["--config", str(config)], tmp_path)
+    try:
+        ids = garage_entities(ha)
+        # -- devices: the hub, a camera under it, in its area, with the web app's link
+        assert {key: eid.split(".")[0] for key, eid in ids.items()} == GARAGE
+        hub, garage = ha.device_by_identifier(f"edgecam_{DEVICE}"), ha.device_by_identifier(f"edgecam_{DEVICE}_garage")
+        assert hub is not None and garage is not None
+        assert (garage["name"], garage["via_device_id"], garage["model"]) == ("Garage", hub["id"], "door")
+        assert garage["configuration_url"] == f"http://127.0.0.1:{web_port}/"
+        assert ha.template(f"{{{{ area_name('{ids['door_state']}') }}}}") == "Garage"
+        assert sorted(ha.template_json(f"device_entities('{garage['id']}')")) == sorted(ids.values())
+        yard = ha.device_by_identifier(f"edgecam_{DEVICE}_yard")
+        assert yard is not None and yard["via_device_id"] == hub["id"] and yard["area_id"] is None
+        registry = {e["entity_id"]: e for e in ha.entity_registry()}
+        assert {k for k, eid in ids.items() if registry[eid]["entity_category"] == "diagnostic"} == {
+            "connected", "inference_fps", "capture_fps", "dropped"}
+
+        # -- the region sensors: enum with the model's labels, Top-k and since as attributes
+        door = wait_state(ha, ids["door_state"], "closed")["attributes"]
+        assert (door["device_class"], door["options"], door["friendly_name"]) == ("enum", list(LABELS), "Garage Door")
+        assert door["previous"] is None and door["top"][0]["label"] == "closed" and door["since"]
+        assert wait_state(ha, ids["door_binary"], "off")["attributes"]["device_class"] == "door"
+        assert wait_state(ha, ids["connected"], "on")["attributes"]["device_class"] == "connectivity"
+        wait_state(ha, ids["running"], "on")
+
+        # -- the pause switch pressed in HA pauses the camera in edgecam
+        ha.call_service("switch", "turn_off", {"entity_id": ids["running"]})
+        wait_state(ha, ids["running"], "off")
+        wait_state(ha, ids["door_state"], "unavailable")  # paused: not its last label
+        assert state_topic.wait_for(f"{PREFIX}/state")[-1].json()["cameras"]["garage"]["paused"] is True
+        assert wait_state(ha, ids["connected"], "on")  # the source still delivers
+        ha.call_service("switch", "turn_on", {"entity_id": ids["running"]})
+        wait_state(ha, ids["door_state"], "closed")
+        assert state_topic.messages(f"{PREFIX}/state")[-1].json()["cameras"]["garage"]["paused"] is False
+
+        # -- the snapshot button: the picture shows in the image entity
+        ha.call_service("button", "press", {"entity_id": ids["snapshot"]})
+        picture = ha.wait_for(lambda: (r := ha.request("GET", f"/api/image_proxy/{ids['image']}"))[0] == 200 and r,
+                              30, "the snapshot in the image entity")
+        assert picture[2] == "image/jpeg" and picture[1][:2] == b"\xff\xd8"
+
+        # -- the camera's source disappears: connectivity off, its regions unavailable, the other camera fine
+        yard_gate = ha.entity_id_for(uid("yard_gate_state")) or ""
+        wait_state(ha, yard_gate, "closed")
+        hidden = tmp_path / "garage.avi.away"
+        clips["garage"].rename(hidden)
+        wait_state(ha, ids["connected"], "off", 30)
+        wait_state(ha, ids["door_state"], "unavailable")
+        wait_state(ha, ids["door_binary"], "unavailable")
+        assert ha.state(yard_gate)["state"] == "closed"
+        shutil.move(hidden, clips["garage"])
+        wait_state(ha, ids["connected"], "on", 30)
+        wait_state(ha, ids["door_state"], "closed")
+
+        # -- kill -9: the Last Will makes everything unavailable; a restart brings it back
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        wait_state(ha, ids["connected"], "unavailable", 30)
+        wait_state(ha, ids["door_state"], "unavailable")
+        daemon = DaemonProcess(["--config", str(config)], tmp_path)
+        wait_state(ha, ids["door_state"], "closed")
+        wait_state(ha, ids["connected"], "on")
+
+        # -- a region removed by a live reload loses its entity
+        edgecam_config(tmp_path, broker, model, clips, web_port, regions={
+            "door": {"box": [0, 0, 0.5, 1], "confirm": 1, "binary": {"on": ["open"], "device_class": "door"}}})
+        daemon.proc.send_signal(signal.SIGHUP)
+        ha.wait_for(lambda: ha.entity_id_for(uid("garage_car_state")) is None, 60, "the car region's entity to go")
+        assert ha.state(ids["car_state"]) is None
+        assert wait_state(ha, ids["door_state"], "closed")
+    finally:
+        daemon.kill()
+        state_topic.close()
+        if daemon.errors:
+            print("\n".join(daemon.errors[-40:]))
