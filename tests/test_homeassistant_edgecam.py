@@ -34,8 +34,8 @@ LABELS = ("closed", "open")
 
 def two_label_model(path: Path) -> Path:
     """A real ONNX classifier with the labels closed/open (equal logits: always "closed")."""
-    import onnx
     import numpy as np
+    import onnx
 
     info = ModelInfo(name="door", arch="tiny", precision="fp32", input_size=32, labels=LABELS, trained=False,
                      weights="random", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), color_order="RGB",

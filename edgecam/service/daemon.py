@@ -40,6 +40,7 @@ from edgecam.publish.publisher import PublisherThread
 from edgecam.publish.sink import Sink
 from edgecam.publish.stdout import StdoutSink
 from edgecam.regions.region import Region
+from edgecam.service.continuity import region_models, restore_region_states
 from edgecam.service.controller import Controller
 from edgecam.service.health import Health
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
@@ -202,6 +203,9 @@ class Daemon:
         self._extras += window
         self.publisher.submit_state(self.status.state())
         self._describe(self.pipeline.layout)
+        if self.mqtt_sink is not None:
+            restore_region_states(self.mqtt_sink.memory.states(), self.pipeline.layout,
+                                  self.publisher.submit_region_state)
         self.inference.start()
         for run in self.pipeline.layout.cameras.values():
             run.camera.start()
@@ -335,15 +339,8 @@ class Daemon:
 
     def _describe(self, layout: Layout) -> None:
         """Tell the MQTT sink what runs (Home Assistant discovery: cameras, regions, labels)."""
-        if self.mqtt_sink is None:
-            return
-        labels: dict[str, list[str]] = {}
-        models: dict[str, str] = {}
-        for region in layout.regions():
-            info = layout.classifier(region.model_path).info
-            labels[f"{region.camera}/{region.name}"] = list(info.labels)
-            models[f"{region.camera}/{region.name}"] = info.name
-        self.mqtt_sink.describe(layout.config, labels, models)
+        if self.mqtt_sink is not None:
+            self.mqtt_sink.describe(layout.config, *region_models(layout))
 
     def _emit_stats(self) -> None:
         stats = self.status.snapshot()

@@ -45,6 +45,8 @@ from edgecam.publish.mqtt.connection import (
 from edgecam.publish.mqtt.delivery import Delivery, StateCache
 from edgecam.publish.mqtt.discovery import Description
 from edgecam.publish.mqtt.link import Link
+from edgecam.publish.mqtt.memory import RegionMemory
+from edgecam.publish.mqtt.memory import default_path as memory_path
 from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
 from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import WINDOW, OutboxPump
@@ -83,6 +85,7 @@ class MqttSink(Sink):
         self._props = MessageProperties(self._cfg.protocol == "5", config.device_id)
         self._results = ResultQueue(self._cfg.queue_size, self._cfg.result_expiry_s)
         self.outbox = outbox if outbox is not None else make_outbox(config)
+        self.memory = RegionMemory(memory_path(config))  # each region's last state, for the next start
         self._stopping = False
         self._pump_posted = False
         self._counts = {"published": 0, "errors": 0, "connect_failures": 0, "connects": 0}
@@ -222,6 +225,7 @@ class MqttSink(Sink):
         """Retained, QoS 1, through the outbox; the latest per region is re-sent after every reconnect."""
         topic = self._topics.region_state(state["camera"], state["region"])
         payload = encode_json(state)
+        self.memory.remember(state)
         self._delivery.remember_region_state(topic, payload, state["camera"], state["region"])
         self.outbox.append(topic, payload, True, state["camera"], state["region"])
         self._post_pump()
