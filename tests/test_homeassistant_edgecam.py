@@ -15,44 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from onnx import TensorProto, helper
 
 from edgecam.bench.broker import Broker
 from edgecam.bench.media import moving_frames, write_video
-from edgecam.model.metadata import info_to_props
-from edgecam.model.types import ModelInfo
 from tests.support.daemon_process import DaemonProcess, write_config
 from tests.support.homeassistant import HomeAssistant, free_port
+from tests.support.models import two_label_model
 from tests.support.mqtt import Collector
 
 pytestmark = pytest.mark.homeassistant
 
 DEVICE = "hacam"
 PREFIX = f"edgecam/{DEVICE}"
-LABELS = ("closed", "open")
-
-
-def two_label_model(path: Path) -> Path:
-    """A real ONNX classifier with the labels closed/open (equal logits: always "closed")."""
-    import numpy as np
-    import onnx
-
-    info = ModelInfo(name="door", arch="tiny", precision="fp32", input_size=32, labels=LABELS, trained=False,
-                     weights="random", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), color_order="RGB",
-                     layout="NCHW_float")
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.ones(6, np.float32))
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input"], ["pooled"], keepdims=0, axes=[2, 3]),
-         helper.make_node("MatMul", ["pooled", "w"], ["logits"])], "door",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], initializer=[weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in info_to_props(info).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(path))
-    return path
+LABELS = ("closed", "open")  # two_label_model's
 
 
 def edgecam_config(tmp_path: Path, broker: Broker, model: Path, clips: dict[str, Path], web_port: int,
