@@ -56,8 +56,13 @@ def test_hub_and_one_device_per_camera(broker):
         "Source", "Running", "Snapshot", "Last Snapshot", "Inference FPS", "Capture FPS", "Dropped Frames",
         "Door", "Car", "Door Open"}
     assert {c["p"] for c in garage["cmps"].values()} == {"sensor", "binary_sensor", "switch", "button", "image"}
+    # the region sensors were the hub's up to 0.1: removed from it the way HA asks (the platform alone)
+    assert {uid: comp for uid, comp in hub["cmps"].items() if "name" not in comp} == {
+        f"edgecam_{dev}_{key}_state": {"p": "sensor"} for key in ("garage_door", "garage_car", "front_yard_full")}
     for doc in docs.values():
         for uid, comp in doc["cmps"].items():
+            if comp == {"p": "sensor"}:
+                continue
             assert comp["unique_id"] == uid and uid.startswith(f"edgecam_{dev}_")
             assert "availability_topic" in comp or comp["availability_mode"] == "all"
     door = garage["cmps"][f"edgecam_{dev}_garage_door_state"]
@@ -108,7 +113,7 @@ def test_every_template_reads_a_key_its_topic_carries(broker):
 def test_single_source_keeps_its_result_sensors_on_the_hub(broker):
     config = mqtt_config(broker, discovery={"enabled": True})
     doc = discovery_payload(config)
-    assert {c["name"] for c in doc["cmps"].values()} == {"Top-1 Label", "Top-1 Score", "Inference Time",
+    assert {c.get("name") for c in doc["cmps"].values()} == {None, "Top-1 Label", "Top-1 Score", "Inference Time",
                                                          "Inference FPS", "Capture FPS", "Latency"}
     result = make_result(3, "tabby", 0.75).to_payload()
     label = doc["cmps"][f"edgecam_{config.device_id}_top1_label"]

@@ -104,6 +104,10 @@ def test_what_is_no_longer_configured_is_cleared_at_start_and_after_a_change(bro
     sink.start()
     wait_until(lambda: sink.connected, what="connected")
     live.wait_payload(car, b"")  # a region removed (while stopped): its retained state cleared
+    stub = f"edgecam_{dev}_garage_car_state"
+    wait_until(lambda: live.messages(garage)[-1].json()["cmps"].get(stub, {}).get("name") is None,
+               what="the car sensor dropped from the garage device")
+    assert live.messages(garage)[-1].json()["cmps"][stub] == {"p": "sensor"}  # the way Home Assistant asks
     only_door = json.loads(default_path(config).read_text())["topics"]
     assert car not in only_door and f"{prefix}/garage/door/state" in only_door
 

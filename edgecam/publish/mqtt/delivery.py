@@ -199,6 +199,7 @@ class Delivery:
             with self._region_lock:
                 for topic in stale:
                     self._region_states.pop(topic, None)
+        self._announced.add_removals(docs)
         for topic, payload in docs.items():
             self._link.send(topic, encode_json(payload), 1, True, self._props.get(JSON))
-        self._announced.remember(now)
+        self._announced.remember(now, docs)

@@ -101,7 +101,11 @@ def hub_payload(desc: Description) -> dict[str, Any]:
     topics = Topics.from_config(config)
     daemon = _availability(topics)
     expire = expire_after_s(config)
-    components: dict[str, dict[str, Any]] = {}
+    # Up to 0.1 the region sensors were the hub's: removed from it (Home Assistant's way: the
+    # platform alone) before their camera's device declares them.
+    components: dict[str, dict[str, Any]] = {
+        _uid(config, f"{camera}_{region}_state"): {"p": "sensor"}
+        for camera, cfg in config.camera_configs().items() for region in cfg.regions}
     if config.single_source:
         components.update(_result_sensors(config, topics, daemon))
     diag = {"entity_category": "diagnostic", "expire_after": expire, "state_class": "measurement", **daemon}
