@@ -74,6 +74,16 @@ def garage_entities(ha: HomeAssistant) -> dict[str, str]:
     return ha.wait_for(found, 90, "the garage camera's entities")
 
 
+def print_entities(ha: HomeAssistant) -> None:
+    """The entities HA shows (``pytest -s`` prints the table)."""
+    keys = ("device_class", "options", "entity_category", "unit_of_measurement", "since", "previous")
+    mqtt = set(ha.template_json("integration_entities('mqtt')"))
+    print("\n| entity | state | attributes |\n|---|---|---|")
+    for entry in sorted((s for s in ha.states() if s["entity_id"] in mqtt), key=lambda s: s["entity_id"]):
+        attrs = {k: entry["attributes"][k] for k in keys if entry["attributes"].get(k) is not None}
+        print(f"| {entry['entity_id']} | {entry['state']} | {attrs} |")
+
+
 def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker, tmp_path: Path) -> None:
     ha = homeassistant
     model = two_label_model(tmp_path / "door.onnx")
@@ -136,13 +146,15 @@ def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker,
         wait_state(ha, ids["connected"], "on", 30)
         wait_state(ha, ids["door_state"], "closed")
 
-        # -- kill -9: the Last Will makes everything unavailable; a restart brings it back
+        print_entities(ha)
+        # -- kill -9: the Last Will makes everything unavailable; a restart brings it back, same since
+        since = wait_state(ha, ids["door_state"], "closed")["attributes"]["since"]
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(10)
         wait_state(ha, ids["connected"], "unavailable", 30)
         wait_state(ha, ids["door_state"], "unavailable")
         daemon = DaemonProcess(["--config", str(config)], tmp_path)
-        wait_state(ha, ids["door_state"], "closed")
+        assert wait_state(ha, ids["door_state"], "closed")["attributes"]["since"] == since
         wait_state(ha, ids["connected"], "on")
 
         # -- a region removed by a live reload loses its entity
