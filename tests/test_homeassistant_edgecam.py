@@ -53,7 +53,8 @@ def uid(key: str) -> str:
 
 GARAGE = {"connected": "binary_sensor", "running": "switch", "snapshot": "button", "image": "image",
           "inference_fps": "sensor", "capture_fps": "sensor", "dropped": "sensor",
-          "door_state": "sensor", "door_binary": "binary_sensor", "car_state": "sensor"}
+          "door_state": "sensor", "door_binary": "binary_sensor", "car_state": "sensor",
+          "door_latency": "sensor", "car_latency": "sensor"}
 
 
 def wait_state(ha: HomeAssistant, entity_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
@@ -107,7 +108,8 @@ def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker,
         assert yard is not None and yard["via_device_id"] == hub["id"] and yard["area_id"] is None
         registry = {e["entity_id"]: e for e in ha.entity_registry()}
         assert {k for k, eid in ids.items() if registry[eid]["entity_category"] == "diagnostic"} == {
-            "connected", "inference_fps", "capture_fps", "dropped"}
+            "connected", "inference_fps", "capture_fps", "dropped", "door_latency", "car_latency"}
+        assert {k for k, eid in ids.items() if registry[eid]["disabled_by"]} == {"door_latency", "car_latency"}
 
         # -- the region sensors: enum with the model's labels, Top-k and since as attributes
         door = wait_state(ha, ids["door_state"], "closed")["attributes"]

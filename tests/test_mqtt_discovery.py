@@ -10,6 +10,8 @@ from edgecam.config import parse_config
 from edgecam.model.types import Label
 from edgecam.publish.mqtt.discovery import Description, discovery_payload, documents
 from edgecam.regions.debounce import RegionState
+from edgecam.regions.region import Region, resolve
+from edgecam.service.status import _region_counters
 from edgecam.service.stats import LatencyWindow, StatsCollector
 from tests.support.mqtt import make_result, mqtt_config, wait_until
 
@@ -18,7 +20,7 @@ LABELS = ["closed", "open", "unknown"]
 
 def _resolve(path: str, obj):
     """Follow a value_json path such as ``top[0].label`` or ``cameras['garage'].dropped``."""
-    for part in re.findall(r"[A-Za-z_]\w*|\[\d+\]|\['[\w-]+'\]", path):
+    for part in re.findall(r"[A-Za-z_]\w*|\[\d+\]|\['[\w/-]+'\]", path):
         obj = obj[int(part[1:-1])] if part[1:-1].isdigit() and part[0] == "[" else obj[part.strip("[]'")]
     return obj
 
@@ -54,7 +56,7 @@ def test_hub_and_one_device_per_camera(broker):
     assert yard["dev"]["name"] == "Front Yard" and "sa" not in yard["dev"]
     assert {c["name"] for c in garage["cmps"].values()} == {
         "Source", "Running", "Snapshot", "Last Snapshot", "Inference FPS", "Capture FPS", "Dropped Frames",
-        "Door", "Car", "Door Open"}
+        "Door", "Car", "Door Open", "Door Latency", "Car Latency"}
     assert {c["p"] for c in garage["cmps"].values()} == {"sensor", "binary_sensor", "switch", "button", "image"}
     # the region sensors were the hub's up to 0.1: removed from it the way HA asks (the platform alone)
     assert {uid: comp for uid, comp in hub["cmps"].items() if "name" not in comp} == {
@@ -81,7 +83,9 @@ def test_hub_and_one_device_per_camera(broker):
         f"{config.topic_prefix}/garage/running/set"
     diagnostics = [c for d in docs.values() for c in d["cmps"].values() if c.get("entity_category") == "diagnostic"
                    and c["p"] == "sensor"]
-    assert len(diagnostics) == 3 + 3 + 3 and all(c["expire_after"] == 30 for c in diagnostics)
+    assert len(diagnostics) == 3 + 2 * 3 + 3 and all(c["expire_after"] == 30 for c in diagnostics)
+    assert [c["name"] for c in diagnostics if c.get("enabled_by_default") is False] == [
+        "Door Latency", "Car Latency", "Full Latency"]
 
 
 def test_every_template_reads_a_key_its_topic_carries(broker):
@@ -93,7 +97,13 @@ def test_every_template_reads_a_key_its_topic_carries(broker):
     # the daemon's real stats snapshot, so a renamed key breaks this test, not Home Assistant
     latency = LatencyWindow()
     latency.add(12.5)
-    stats = StatsCollector(lambda: {"captured": 30, "processed": 10, "cameras": {
+    regions = {}
+    for camera_name, cfg in config.camera_configs().items():
+        for name, region_cfg in cfg.regions.items():
+            region = Region(camera_name, name, resolve(region_cfg, config))
+            region.latency.add(3.0)
+            regions[f"{camera_name}/{name}"] = _region_counters(region)
+    stats = StatsCollector(lambda: {"captured": 30, "processed": 10, "regions": regions, "cameras": {
         "garage": dict(camera), "front_yard": dict(camera)}}, latency, LatencyWindow()).snapshot()
     checked = 0
     for doc in docs.values():
@@ -101,13 +111,13 @@ def test_every_template_reads_a_key_its_topic_carries(broker):
             template = comp.get("value_template")
             if template is None or "value_json.label in" in template:
                 continue
-            path = re.fullmatch(r"\{\{ value_json\.([\w.\[\]'-]+) \}\}", template).group(1)
+            path = re.fullmatch(r"\{\{ value_json\.([\w.\[\]'/-]+) \}\}", template).group(1)
             source = stats if comp["state_topic"].endswith("/stats") else state
             assert _resolve(path, source) is not None, (comp["name"], path)
             for attribute in re.findall(r"value_json\.(\w+)", comp.get("json_attributes_template", "")):
                 assert attribute in state
             checked += 1
-    assert checked == 3 + 3 * 2 + 3  # hub diagnostics, each camera's, the three region sensors
+    assert checked == 3 + 3 * 2 + 3 * 2  # hub diagnostics, each camera's, the region sensors and latencies
 
 
 def test_single_source_keeps_its_result_sensors_on_the_hub(broker):

@@ -166,6 +166,10 @@ def camera_payload(desc: Description, camera: str, cfg: CameraConfig) -> dict[st
     for region, region_cfg in cfg.regions.items():
         models.add(desc.models.get(f"{camera}/{region}") or Path(region_cfg.model or config.model.path).stem)
         components.update(_region_components(desc, topics, camera, region, region_cfg.binary, both))
+        components[_uid(config, f"{key}_{region}_latency")] = _sensor(  # off by default, as Frigate's
+            config, f"{key}_{region}_latency", f"{title(region)} Latency", topics.stats,
+            "{{ value_json.regions['%s/%s'].latency_ms.p50 }}" % (camera, region), unit_of_measurement="ms",
+            device_class="duration", state_class="measurement", enabled_by_default=False, **diag)
     dev: dict[str, Any] = {"ids": [f"edgecam_{config.device_id}_{camera}"], "name": title(camera),
                            "mf": "edgecam", "mdl": ", ".join(sorted(models)) or "edgecam", "sw": __version__,
                            "via_device": f"edgecam_{config.device_id}"}
