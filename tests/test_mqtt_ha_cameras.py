@@ -116,3 +116,28 @@ def test_what_is_no_longer_configured_is_cleared_at_start_and_after_a_change(bro
     assert live.messages(yard)[-1].json()["dev"]["name"] == "Front Yard"
     sink.describe(without_yard, {}, {})
     wait_until(lambda: [m.payload for m in live.messages(yard)][-1:] == [b""], what="the yard cleared again")
+
+
+def test_a_new_model_republishes_the_options_and_a_change_refreshes_the_picture(broker, collector_factory,
+                                                                                sink_factory):
+    config = mqtt_config(broker, discovery={"enabled": True, "snapshot_on_change": True})
+    prefix, dev = config.topic_prefix, config.device_id
+    camera_topic = f"homeassistant/device/{dev}_default/config"
+    live = collector_factory(broker, [camera_topic, f"{prefix}/default/snapshot"])
+    control = FakeControl(snapshot=b"\xff\xd8changed\xff\xd9")
+    sink = sink_factory(config, control, wait_for_description=True)
+    wait_until(lambda: sink.connected, what="connected")
+    time.sleep(0.5)
+    assert live.messages(camera_topic) == []  # nothing announced before the daemon describes what runs
+    sink.describe(config, {"default/full": ["cat", "dog"]}, {"default/full": "pets"})
+    first = live.wait_for(camera_topic)[0].json()
+    assert first["cmps"][f"edgecam_{dev}_default_full_state"]["options"] == ["cat", "dog"]
+    assert first["dev"]["mdl"] == "pets"
+    sink.describe(config, {"default/full": ["cat", "dog", "fox"]}, {"default/full": "pets_v2"})  # a deploy
+    second = live.wait_for(camera_topic, 2)[1].json()
+    assert second["cmps"][f"edgecam_{dev}_default_full_state"]["options"] == ["cat", "dog", "fox"]
+    assert second["dev"]["mdl"] == "pets_v2"
+
+    sink.publish_region_state({"camera": "default", "region": "full", "label": "fox", "since": "x"})
+    picture = live.wait_for(f"{prefix}/default/snapshot")[0]
+    assert picture.payload == b"\xff\xd8changed\xff\xd9" and ("snapshot_jpeg", "default") in control.calls

@@ -154,7 +154,8 @@ def _echo(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if obj.get("cmd") in commands.COMMANDS:
         echo["cmd"] = obj["cmd"]
     cid = obj.get("id")
-    if (isinstance(cid, int) and not isinstance(cid, bool)) or (isinstance(cid, str) and len(cid) <= commands.MAX_ID_CHARS):
+    if (isinstance(cid, int) and not isinstance(cid, bool)) or (
+            isinstance(cid, str) and len(cid) <= commands.MAX_ID_CHARS):
         echo["id"] = cid
     return echo
 

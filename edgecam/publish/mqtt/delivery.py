@@ -30,7 +30,7 @@ from edgecam.publish.mqtt.cameras import CameraTopics
 from edgecam.publish.mqtt.discovery import Description, announced_topics, documents
 from edgecam.publish.mqtt.link import Link
 from edgecam.publish.mqtt.outbox import Outbox
-from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
+from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import OutboxPump
 from edgecam.publish.mqtt.topics import ONLINE, Topics
 from edgecam.publish.mqtt.worker import Event
@@ -65,12 +65,14 @@ class StateCache:
 
 
 class Delivery:
-    """Handles the delivery worker's events: ``("pump",)``, ``("connected",)``, ``("refresh",)``."""
+    """Handles the delivery worker's events: ``("pump",)``, ``("connected",)``, ``("refresh",)``,
+    ``("snapshot", camera)`` (a region of it changed state: its image entity gets a new picture)."""
 
     def __init__(self, config: Config, link: Link, topics: Topics, props: MessageProperties, outbox: Outbox,
                  pump: OutboxPump, state: StateCache, flush_results: Callable[[], None],
                  subscribe_commands: bool, discovery_delay_s: tuple[float, float] = (1.0, 5.0),
-                 announced: Announced | None = None, description: Description | None = None) -> None:
+                 announced: Announced | None = None, description: Description | None = None,
+                 snapshot: Callable[[str], bytes | None] | None = None) -> None:
         self._config = config
         self._link = link
         self._topics = topics
@@ -89,6 +91,7 @@ class Delivery:
         self._camera_lock = threading.Lock()  # one sender of camera topics at a time (in order)
         self._announced = announced or Announced(None)
         self._description = description  # None until the daemon describes what runs (one reference)
+        self._snapshot = snapshot  # camera -> its latest annotated JPEG (the daemon's)
 
     def describe(self, description: Description) -> None:
         """What discovery announces from now on (the worker's next refresh sends it)."""
@@ -126,6 +129,8 @@ class Delivery:
             self._publish_state()
             if self._discovery:
                 self._publish_discovery()
+        elif event[0] == "snapshot":
+            self._publish_snapshot(event[1])
         self._discovery_if_due()
 
     def idle(self) -> None:
@@ -176,6 +181,11 @@ class Delivery:
         state = self._state.current()
         if state is not None and self._link.connected:
             self._link.send(self._topics.state, encode_json(state), 1, True, self._props.get(JSON))
+
+    def _publish_snapshot(self, camera: str) -> None:
+        jpeg = self._snapshot(camera) if self._snapshot is not None else None
+        if jpeg is not None and self._link.connected:
+            self._link.send(self._topics.camera(camera, "snapshot"), jpeg, 1, True, self._props.get(JPEG))
 
     def _discovery_if_due(self) -> None:
         due = self._discovery_due

@@ -98,7 +98,8 @@ class MqttSink(Sink):
         self._delivery = Delivery(config, self._link, self._topics, self._props, self.outbox, self._pump,
                                   self._state, self._flush, commands_on, discovery_delay_s,
                                   announced.Announced(announced.default_path(config)),
-                                  None if wait_for_description else Description(config))
+                                  None if wait_for_description else Description(config),
+                                  control.snapshot_jpeg if control is not None else None)
         self._delivery_worker = EventWorker("edgecam-mqtt", self._on_delivery_event, _EVENT_QUEUE,
                                             self._delivery.idle, self._delivery.wait_s)
         self._commands = CommandHandler(self._cfg.commands, control, self._link, self._topics, self._props,
@@ -229,6 +230,8 @@ class MqttSink(Sink):
         self._delivery.remember_region_state(topic, payload, state["camera"], state["region"])
         self.outbox.append(topic, payload, True, state["camera"], state["region"])
         self._post_pump()
+        if self._cfg.discovery.enabled and self._cfg.discovery.snapshot_on_change:
+            self._delivery_worker.post(("snapshot", state["camera"]))  # (a full queue: no picture this time)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """Not queued while disconnected: a stale stats snapshot is worthless."""
