@@ -9,6 +9,7 @@ Run with ``python -m pytest -m homeassistant tests/test_homeassistant_edgecam.py
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -172,3 +173,34 @@ def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker,
         state_topic.close()
         if daemon.errors:
             print("\n".join(daemon.errors[-40:]))
+
+
+def test_upgrade_from_one_device_moves_the_region_sensors(homeassistant: HomeAssistant, broker: Broker,
+                                                          tmp_path: Path) -> None:
+    """Up to 0.1 everything was one device; the region sensors move to their camera's device."""
+    ha = homeassistant
+    old = Collector(broker, [f"{PREFIX}/status"])
+    old.client.publish(f"homeassistant/device/{DEVICE}/config", json.dumps({
+        "dev": {"ids": [f"edgecam_{DEVICE}"], "name": f"edgecam {DEVICE}", "mf": "edgecam", "mdl": "door"},
+        "o": {"name": "edgecam", "sw": "0.1.0"}, "availability_topic": f"{PREFIX}/status",
+        "cmps": {uid("garage_door_state"): {"p": "sensor", "name": "garage door", "unique_id": uid("garage_door_state"),
+                                            "state_topic": f"{PREFIX}/garage/door/state",
+                                            "value_template": "{{ value_json.label }}"}}}), qos=1, retain=True)
+    ha.wait_for(lambda: ha.entity_id_for(uid("garage_door_state")), 60, "the 0.1 region sensor")
+    hub = ha.device_by_identifier(f"edgecam_{DEVICE}")
+    assert hub is not None
+    model = two_label_model(tmp_path / "door.onnx")
+    clips = {"garage": write_video(tmp_path / "garage.avi", moving_frames(20), fps=10),
+             "yard": write_video(tmp_path / "yard.avi", moving_frames(20), fps=10)}
+    daemon = DaemonProcess(["--config", str(edgecam_config(tmp_path, broker, model, clips, free_port()))], tmp_path)
+    try:
+        ids = garage_entities(ha)
+        garage = ha.device_by_identifier(f"edgecam_{DEVICE}_garage")
+        assert garage is not None
+        registry = {e["unique_id"]: e for e in ha.entity_registry() if e["platform"] == "mqtt"}
+        assert registry[uid("garage_door_state")]["device_id"] == garage["id"]
+        assert wait_state(ha, ids["door_state"], "closed")["attributes"]["options"] == list(LABELS)
+        assert "already exists" not in ha.log_text()
+    finally:
+        daemon.kill()
+        old.close()
