@@ -34,6 +34,8 @@ def test_memory_file(tmp_path: Path) -> None:
     memory.remember({"camera": "yard", "region": "gate", "label": "open"})
     again = RegionMemory(path).states()
     assert {key: value["label"] for key, value in again.items()} == {"garage/door": "closed", "yard/gate": "open"}
+    RegionMemory(path).keep_only({"yard/gate"})
+    assert list(RegionMemory(path).states()) == ["yard/gate"]
     path.write_text("[1, 2")
     assert RegionMemory(path).states() == {}  # unreadable: a warning, and regions start afresh
 

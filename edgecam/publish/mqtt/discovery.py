@@ -22,6 +22,7 @@ its regions as unavailable, not as their last label. The per-camera topics are i
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 from collections.abc import Mapping, Sequence
@@ -198,7 +199,8 @@ def _region_components(desc: Description, topics: Topics, camera: str, region: s
         uid = _uid(config, f"{key}_binary")
         out[uid] = {"p": "binary_sensor", "name": f"{title(region)} {title(on[0])}" if len(on) == 1 else
                     f"{title(region)} On", "unique_id": uid, "state_topic": topic,
-                    "value_template": "{{ 'ON' if value_json.label in %s else 'OFF' }}" % on, **availability}
+                    "value_template": "{{ 'ON' if value_json.label in %s else 'OFF' }}" % json.dumps(on),
+                    **availability}
         if binary.device_class:
             out[uid]["device_class"] = binary.device_class
     return out

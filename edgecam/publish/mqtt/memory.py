@@ -32,7 +32,8 @@ class RegionMemory:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _states
+        self._write_lock = threading.Lock()  # one writer of the file at a time
         self._states: dict[str, dict[str, Any]] = self._load()
         self._warned = False
 
@@ -56,16 +57,34 @@ class RegionMemory:
         """Keep one region's new state (from the publisher thread)."""
         with self._lock:
             self._states[f"{state.get('camera')}/{state.get('region')}"] = dict(state)
-            text = json.dumps(self._states, indent=1, sort_keys=True)
+        self._write()
+
+    def keep_only(self, keys: set[str]) -> None:
+        """Forget regions no longer configured (``camera/region`` keys): one added again later
+        under the same name starts afresh."""
+        with self._lock:
+            gone = set(self._states) - keys
+            for key in gone:
+                del self._states[key]
+        if gone:
+            self._write()
+
+    def _write(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self._write_lock:  # (the publisher thread and the changes worker both write)
+            with self._lock:
+                text = json.dumps(self._states, indent=1, sort_keys=True)
+            self._write_text(self.path, text)
+
+    def _write_text(self, path: Path, text: str) -> None:
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except OSError as err:
             if not self._warned:
                 self._warned = True
                 logger.warning("MQTT: cannot write %s (%s); a restart republishes regions as new states",
-                               self.path, err)
+                               path, err)

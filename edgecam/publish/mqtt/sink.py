@@ -205,6 +205,8 @@ class MqttSink(Sink):
         """What runs now (after the start and every change): the config, and per ``camera/region``
         its model's labels and name. Discovery is sent again, and what is gone cleaned up."""
         self._delivery.describe(Description(config, labels, models))
+        self.memory.keep_only({f"{camera}/{region}" for camera, cfg in config.camera_configs().items()
+                               for region in cfg.regions})
         self.refresh()
 
     # ----------------------------------------------------------- Sink API
