@@ -76,6 +76,12 @@ def garage_entities(ha: HomeAssistant) -> dict[str, str]:
     return ha.wait_for(found, 90, "the garage camera's entities")
 
 
+def ha_complaints(ha: HomeAssistant) -> list[str]:
+    """Warnings and errors of HA's MQTT integration and templates: what edgecam could cause."""
+    return [line for line in ha.log_text().splitlines() if (" WARNING " in line or " ERROR " in line)
+            and ("[homeassistant.components.mqtt" in line or "[homeassistant.helpers.template]" in line)]
+
+
 def print_entities(ha: HomeAssistant) -> None:
     """The entities HA shows (``pytest -s`` prints the table)."""
     keys = ("device_class", "options", "entity_category", "unit_of_measurement", "since", "previous")
@@ -168,6 +174,7 @@ def test_edgecam_in_home_assistant(homeassistant: HomeAssistant, broker: Broker,
         ha.wait_for(lambda: ha.entity_id_for(uid("garage_car_state")) is None, 60, "the car region's entity to go")
         assert ha.state(ids["car_state"]) is None
         assert wait_state(ha, ids["door_state"], "closed")
+        assert ha_complaints(ha) == []
     finally:
         daemon.kill()
         state_topic.close()
@@ -200,7 +207,7 @@ def test_upgrade_from_one_device_moves_the_region_sensors(homeassistant: HomeAss
         registry = {e["unique_id"]: e for e in ha.entity_registry() if e["platform"] == "mqtt"}
         assert registry[uid("garage_door_state")]["device_id"] == garage["id"]
         assert wait_state(ha, ids["door_state"], "closed")["attributes"]["options"] == list(LABELS)
-        assert "already exists" not in ha.log_text()
+        assert "already exists" not in ha.log_text() and ha_complaints(ha) == []
     finally:
         daemon.kill()
         old.close()

@@ -78,10 +78,8 @@ class Announced:
         return set(self._topics)
 
     def stale(self, now: set[str]) -> list[str]:
-        """Topics announced before and not now: to clear (discovery topics first: Home Assistant
-        removes the entities before their state topics are emptied)."""
-        gone = self._topics - now
-        return sorted(gone, key=lambda topic: (not topic.endswith("/config"), topic))
+        """Topics announced before and not now: to clear."""
+        return sorted(self._topics - now)
 
     def remember(self, now: set[str], docs: Docs) -> None:
         """Keep ``now`` and the devices' components as what is announced (in memory, and on disk

@@ -200,7 +200,14 @@ class Delivery:
         docs = documents(description)
         now = announced_topics(description)
         stale = self._announced.stale(now)
-        for topic in stale:  # removed from Home Assistant first, then their states cleared
+        self._announced.add_removals(docs)
+        # Home Assistant removes the entities first (removed devices, then dropped components),
+        # then their retained states are cleared (an empty state would be an error to an entity).
+        for topic in (t for t in stale if t.endswith("/config")):
+            self._link.send(topic, b"", 1, True, None)
+        for topic, payload in docs.items():
+            self._link.send(topic, encode_json(payload), 1, True, self._props.get(JSON))
+        for topic in (t for t in stale if not t.endswith("/config")):
             self._link.send(topic, b"", 1, True, None)
         if stale:
             logger.info("MQTT: cleared %d retained topic(s) of cameras and regions no longer configured",
@@ -209,7 +216,4 @@ class Delivery:
             with self._region_lock:
                 for topic in stale:
                     self._region_states.pop(topic, None)
-        self._announced.add_removals(docs)
-        for topic, payload in docs.items():
-            self._link.send(topic, encode_json(payload), 1, True, self._props.get(JSON))
         self._announced.remember(now, docs)
