@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from edgecam.bench.broker import Broker
@@ -44,11 +45,12 @@ def test_restart_republishes_the_same_since(tmp_path: Path, broker: Broker) -> N
     model = two_label_model(tmp_path / "door.onnx")
     clip = write_video(tmp_path / "garage.avi", moving_frames(20), fps=10)
     config = write_config(tmp_path / "config.yaml", device_id="memcam", model={"path": str(model), "threads": 1},
+                          stats={"interval_s": 0.5},
                           cameras={"garage": {"uri": str(clip), "regions": {"door": {"confirm": 2}}}},
                           mqtt={"host": broker.host, "port": broker.port, "keepalive_s": 5,
                                 "outbox": {"path": str(tmp_path / "state" / "outbox.sqlite3")}})
     topic = "edgecam/memcam/garage/door/state"
-    live = Collector(broker, [topic])
+    live = Collector(broker, [topic, "edgecam/memcam/state"])
     try:
         daemon = DaemonProcess(["--config", str(config)], tmp_path)
         first = live.wait_for(topic, 1, timeout=60)[0].json()
@@ -62,6 +64,11 @@ def test_restart_republishes_the_same_since(tmp_path: Path, broker: Broker) -> N
         assert (again["label"], again["since"], again["previous"]) == ("closed", first["since"], None)
         assert daemon.wait_for(lambda: any("ready: first frame" in line for line in daemon.errors), 30)
         assert len(live.messages(topic)) == 2  # the same label confirmed again: no new change
+        # the retained state topic is current: republished every stats interval, not only on changes
+        before = len(live.messages("edgecam/memcam/state"))
+        time.sleep(2.0)
+        states = [m.json() for m in live.messages("edgecam/memcam/state")[before:]]
+        assert len(states) >= 3 and states[-1]["cameras"]["garage"]["state"] == "connected"
         assert daemon.terminate()[0] == 0
         assert any("kept from before the restart" in line for line in daemon.errors)
     finally:
