@@ -85,10 +85,15 @@ def test_changes_made_offline_survive_kill_9_and_arrive_in_order_then_new_ones(t
         payloads = [m.json() for m in collector.messages(STATE_TOPIC)]
         # Exactly the offline changes, in order, with the times they happened...
         assert [(str(p["previous"]), p["label"], p["since"]) for p in payloads[:SCENES]] == offline
-        # ...then the second run's own, which start from no state, later.
+        # ...then the last of them again: the second run starts from it (same since)...
+        restored = payloads[SCENES]
+        assert (str(restored["previous"]), restored["label"], restored["since"]) == offline[-1]
+        assert any("kept from before the restart" in line for line in list(second.errors))
+        # ...then the second run's own, which go on from it, later.
         online = logged_states(second)
-        assert [(str(p["previous"]), p["label"], p["since"]) for p in payloads[SCENES:]] == online
-        assert online[0][0] == "None" and online[0][2] > offline[-1][2]
+        assert [(str(p["previous"]), p["label"], p["since"]) for p in payloads[SCENES + 1:]] == online
+        assert online[0][0] == offline[-1][1] and online[0][2] > offline[-1][2]
+        assert len(online) == SCENES - 1  # its first scene is the restored state: no change
         assert len(payloads) == 2 * SCENES  # nothing twice
         late = Collector(broker, [STATE_TOPIC])
         try:

@@ -37,6 +37,21 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+class BinaryConfig(Section):
+    """A two-state view of a region for Home Assistant: ``on`` when its label is one of ``on``."""
+
+    on: list[str] = Field(min_length=1, max_length=100)
+    device_class: Optional[str] = Field(None, pattern=r"^[a-z_]{1,40}$")  # e.g. door, occupancy
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        """YAML 1.1 reads a bare ``on:`` key as the boolean true: take it as ``on``."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+
 class RegionConfig(Section):
     # [x1, y1, x2, y2] as fractions of the frame width/height, (0, 0) top left.
     box: tuple[float, float, float, float] = FULL_FRAME
@@ -48,6 +63,7 @@ class RegionConfig(Section):
     motion_threshold: float = Field(4.0, ge=0, le=255)  # trigger: motion (mean abs diff, 0-255)
     max_idle_s: float = Field(60.0, ge=0, le=86400)  # trigger: motion; classify anyway after this long
     confirm: int = Field(3, ge=1, le=100)
+    binary: Optional[BinaryConfig] = None  # Home Assistant: a binary sensor besides the label sensor
 
     @field_validator("box")
     @classmethod
@@ -65,6 +81,7 @@ class RegionConfig(Section):
 
 class CameraConfig(SourceConfig):
     regions: dict[str, RegionConfig] = {}
+    suggested_area: Optional[str] = Field(None, min_length=1, max_length=100)  # Home Assistant's area
 
     @model_validator(mode="before")
     @classmethod

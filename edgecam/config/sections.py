@@ -164,6 +164,11 @@ class CommandsConfig(Section):
 class DiscoveryConfig(Section):
     enabled: bool = False
     prefix: str = "homeassistant"
+    # The web app's address shown on each device in Home Assistant (default, when the web app is
+    # on: http://<bind or this machine's name>:<port>/).
+    configuration_url: Optional[str] = Field(None, pattern=r"^https?://\S+$")
+    # Also refresh a camera's snapshot (its image entity) when one of its regions changes state.
+    snapshot_on_change: bool = False
 
 
 class OutboxConfig(Section):

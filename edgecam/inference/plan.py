@@ -96,7 +96,7 @@ def keep_restart_only(running: Config, new: Config) -> tuple[Config, list[str]]:
 
 
 def _source_part(cfg: CameraConfig) -> dict[str, Any]:
-    return cfg.model_dump(exclude={"regions"})
+    return cfg.model_dump(exclude={"regions", "suggested_area"})
 
 
 def make_plan(layout: Layout, new_config: Config, loader: ModelLoader, factory: CameraFactory,

@@ -9,6 +9,7 @@ confirmed label is a change too (from no state).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from edgecam.model.types import Label
@@ -34,6 +35,18 @@ class RegionState:
             "since": iso_utc_ms(self.since_wall), "previous": self.previous,
             "top": [{"label": t.label, "index": t.index, "score": round(float(t.score), 5)} for t in self.top],
         }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Optional["RegionState"]:
+        """The state ``to_payload`` wrote (kept across a restart), or None when it is not one."""
+        try:
+            since = datetime.strptime(payload["since"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+            top = tuple(Label(str(t["label"]), int(t["index"]), float(t["score"])) for t in payload["top"])
+            previous = payload.get("previous")
+            return cls(str(payload["label"]), int(payload["index"]), float(payload["score"]), since.timestamp(),
+                       top, None if previous is None else str(previous))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 class Debouncer:

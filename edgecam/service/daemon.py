@@ -40,6 +40,7 @@ from edgecam.publish.publisher import PublisherThread
 from edgecam.publish.sink import Sink
 from edgecam.publish.stdout import StdoutSink
 from edgecam.regions.region import Region
+from edgecam.service.continuity import region_models, restore_region_states
 from edgecam.service.controller import Controller
 from edgecam.service.health import Health
 from edgecam.service.sdnotify import SdNotifier, WatchdogPinger
@@ -112,7 +113,7 @@ class Daemon:
         if config.mqtt.enabled:
             from edgecam.publish.mqtt import MqttSink  # paho only when MQTT is on
 
-            self.mqtt_sink = MqttSink(config, self.controller)
+            self.mqtt_sink = MqttSink(config, self.controller, wait_for_description=True)
             sinks.append(self.mqtt_sink)
         if stdout_results is None:
             stdout_results = not config.mqtt.enabled  # JSON lines are the default without MQTT
@@ -201,6 +202,10 @@ class Daemon:
             extra.start()
         self._extras += window
         self.publisher.submit_state(self.status.state())
+        self._describe(self.pipeline.layout)
+        if self.mqtt_sink is not None:
+            restore_region_states(self.mqtt_sink.memory.states(), self.pipeline.layout,
+                                  self.publisher.submit_region_state)
         self.inference.start()
         for run in self.pipeline.layout.cameras.values():
             run.camera.start()
@@ -238,6 +243,7 @@ class Daemon:
     def _wait_loop(self) -> None:
         started = time.monotonic()
         next_stats = started + self.config.stats.interval_s
+        sources = self._sources_seen()
         while not self.stop_event.wait(0.2):
             now = time.monotonic()
             if self.duration_s is not None and now - started >= self.duration_s:
@@ -252,9 +258,18 @@ class Daemon:
                 self.controller.reload_in_background()
             if self.health.liveness(self.health.watchdog_stall_s())[0]:
                 self.watchdog.ping()
+            seen = self._sources_seen()
             if now >= next_stats:
                 next_stats = now + self.config.stats.interval_s
                 self._emit_stats()
+                self.publisher.submit_state(self.status.state())  # at least every stats interval
+            elif seen != sources:
+                self.publisher.submit_state(self.status.state())  # a source connected or was lost
+            sources = seen
+
+    def _sources_seen(self) -> list[tuple[str, str]]:
+        """Each camera's capture state (the state topic is republished when one changes)."""
+        return [(name, run.camera.capture.state) for name, run in self.pipeline.layout.cameras.items()]
 
     def _sources_finished(self) -> bool:
         """Every camera is a non-looping file that has ended, and its last frame has left the pipeline."""
@@ -321,8 +336,12 @@ class Daemon:
         publish = layout.config.publish
         self.publisher.set_policy_factory(lambda: make_policy(publish))
         self.publisher.submit_state(self.status.state())
+        self._describe(layout)
+
+    def _describe(self, layout: Layout) -> None:
+        """Tell the MQTT sink what runs (Home Assistant discovery: cameras, regions, labels)."""
         if self.mqtt_sink is not None:
-            self.mqtt_sink.refresh()
+            self.mqtt_sink.describe(layout.config, *region_models(layout))
 
     def _emit_stats(self) -> None:
         stats = self.status.snapshot()

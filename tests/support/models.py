@@ -57,3 +57,31 @@ def real_photos() -> list[tuple[str, np.ndarray]]:
     photos.append(("motorcycle_left", cv2.cvtColor(left, cv2.COLOR_RGB2BGR)))
     photos.append(("motorcycle_right", cv2.cvtColor(right, cv2.COLOR_RGB2BGR)))
     return photos
+
+
+def two_label_model(path: Path) -> Path:
+    """A real ONNX classifier with the labels closed/open: always "closed" (0.88), whatever it sees."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgecam.model.metadata import info_to_props
+    from edgecam.model.types import ModelInfo
+
+    info = ModelInfo(name="door", arch="tiny", precision="fp32", input_size=32, labels=("closed", "open"),
+                     trained=False, weights="random", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), color_order="RGB",
+                     layout="NCHW_float")
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], np.zeros(6, np.float32))
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [2], np.array([2.0, 0.0], np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["pooled"], keepdims=0, axes=[2, 3]),
+         helper.make_node("MatMul", ["pooled", "w"], ["mixed"]),
+         helper.make_node("Add", ["mixed", "b"], ["logits"])], "door",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])], initializer=[weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in info_to_props(info).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path

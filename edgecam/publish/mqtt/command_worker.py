@@ -79,7 +79,10 @@ class CommandHandler:
     the new state. Events: ``("command", payload)`` and ``("retained", topic, size)``."""
 
     def __init__(self, cfg: CommandsConfig, control: DaemonControl | None, link: Link, topics: Topics,
-                 props: MessageProperties, state: StateCache, reject_log: RejectLog) -> None:
+                 props: MessageProperties, state: StateCache, reject_log: RejectLog,
+                 camera_images: bool = False) -> None:
+        """``camera_images``: a snapshot of a named camera is also kept, retained, on
+        ``<prefix>/<camera>/snapshot`` (Home Assistant's image entity)."""
         self._cfg = cfg
         self._control = control
         self._link = link
@@ -88,6 +91,7 @@ class CommandHandler:
         self._state = state
         self.rejects = reject_log
         self._targets = Targets(control) if control is not None else None
+        self._camera_images = camera_images
         self.handled = 0
 
     def handle(self, event: Event) -> None:
@@ -103,6 +107,10 @@ class CommandHandler:
         if outcome.snapshot is not None:
             self._link.send(self._topics.snapshot, outcome.snapshot, 1, False, self._props.get(JPEG))
             outcome.reply["topic"] = self._topics.snapshot
+            camera = outcome.reply.get("camera")
+            if self._camera_images and isinstance(camera, str):
+                self._link.send(self._topics.camera(camera, "snapshot"), outcome.snapshot, 1, True,
+                                self._props.get(JPEG))
         if outcome.state is not None:
             self._state.remember(outcome.state)
             self._link.send(self._topics.state, encode_json(outcome.state), 1, True, self._props.get(JSON))

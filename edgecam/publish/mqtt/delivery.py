@@ -7,6 +7,7 @@ subscriptions), then lets the outbox flow from its oldest entry, then the queued
 results. It moves the outbox to the broker (``pump.py``) whenever something was
 added or acknowledged, and at least every half second. It answers Home Assistant's
 ``online`` with discovery after a random delay (so a fleet does not answer at once).
+Each discovery first clears what was announced before and is gone (``announced.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.config import Config
 from edgecam.control.protocol import DaemonControl
-from edgecam.publish.mqtt.discovery import discovery_payload, discovery_topic
+from edgecam.publish.mqtt import cameras
+from edgecam.publish.mqtt.announced import Announced
+from edgecam.publish.mqtt.cameras import CameraTopics
+from edgecam.publish.mqtt.discovery import Description, announced_topics, documents
 from edgecam.publish.mqtt.link import Link
 from edgecam.publish.mqtt.outbox import Outbox
-from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
+from edgecam.publish.mqtt.properties import JPEG, JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import OutboxPump
 from edgecam.publish.mqtt.topics import ONLINE, Topics
 from edgecam.publish.mqtt.worker import Event
@@ -61,11 +65,14 @@ class StateCache:
 
 
 class Delivery:
-    """Handles the delivery worker's events: ``("pump",)``, ``("connected",)``, ``("refresh",)``."""
+    """Handles the delivery worker's events: ``("pump",)``, ``("connected",)``, ``("refresh",)``,
+    ``("snapshot", camera)`` (a region of it changed state: its image entity gets a new picture)."""
 
     def __init__(self, config: Config, link: Link, topics: Topics, props: MessageProperties, outbox: Outbox,
                  pump: OutboxPump, state: StateCache, flush_results: Callable[[], None],
-                 subscribe_commands: bool, discovery_delay_s: tuple[float, float] = (1.0, 5.0)) -> None:
+                 subscribe_commands: bool, discovery_delay_s: tuple[float, float] = (1.0, 5.0),
+                 announced: Announced | None = None, description: Description | None = None,
+                 snapshot: Callable[[str], bytes | None] | None = None) -> None:
         self._config = config
         self._link = link
         self._topics = topics
@@ -80,6 +87,25 @@ class Delivery:
         self._discovery_due: float | None = None  # set from paho's thread, read here: one float
         self._region_states: dict[str, tuple[bytes, str, str]] = {}  # topic -> latest (payload, camera, region)
         self._region_lock = threading.Lock()  # guards _region_states
+        self.cameras = CameraTopics(topics)
+        self._camera_lock = threading.Lock()  # one sender of camera topics at a time (in order)
+        self._announced = announced or Announced(None)
+        self._description = description  # None until the daemon describes what runs (one reference)
+        self._snapshot = snapshot  # camera -> its latest annotated JPEG (the daemon's)
+
+    def describe(self, description: Description) -> None:
+        """What discovery announces from now on (the worker's next refresh sends it)."""
+        self._description = description
+
+    def send_camera_topics(self, state: dict[str, Any] | None = None) -> None:
+        """The per-camera topics ``state`` changed (None: all of them, after a reconnect)."""
+        if not self._discovery:
+            return
+        with self._camera_lock:
+            messages = self.cameras.current() if state is None else self.cameras.update(state)
+            if self._link.connected:
+                for topic, payload in messages:
+                    self._link.send(topic, payload, 1, True, self._props.get(TEXT))
 
     # ----------------------------------------------------------- from other threads
     def remember_region_state(self, topic: str, payload: bytes, camera: str, region: str) -> None:
@@ -103,6 +129,8 @@ class Delivery:
             self._publish_state()
             if self._discovery:
                 self._publish_discovery()
+        elif event[0] == "snapshot":
+            self._publish_snapshot(event[1])
         self._discovery_if_due()
 
     def idle(self) -> None:
@@ -128,6 +156,8 @@ class Delivery:
             subs.append((self._topics.cmd, 1))
         if self._discovery:
             subs.append((self._topics.ha_status, 1))
+            if self._subscribe_commands:
+                subs.extend(cameras.subscriptions(self._topics))
         if subs:
             rc, _ = self._link.client.subscribe(subs)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -140,6 +170,7 @@ class Delivery:
             if not self._outbox.has_pending(topic):  # else the outbox sends the newest, retained
                 self._link.send(topic, payload, 1, True, self._props.get(JSON, camera, region))
         if self._discovery:
+            self.send_camera_topics()
             self._publish_discovery()
         with self._link.lock:
             self._link.session_ready = self._link.connected
@@ -151,6 +182,11 @@ class Delivery:
         if state is not None and self._link.connected:
             self._link.send(self._topics.state, encode_json(state), 1, True, self._props.get(JSON))
 
+    def _publish_snapshot(self, camera: str) -> None:
+        jpeg = self._snapshot(camera) if self._snapshot is not None else None
+        if jpeg is not None and self._link.connected:
+            self._link.send(self._topics.camera(camera, "snapshot"), jpeg, 1, True, self._props.get(JPEG))
+
     def _discovery_if_due(self) -> None:
         due = self._discovery_due
         if due is not None and time.monotonic() >= due:
@@ -158,6 +194,26 @@ class Delivery:
             self._publish_discovery()
 
     def _publish_discovery(self) -> None:
-        if self._link.connected:
-            payload = discovery_payload(self._config)
-            self._link.send(discovery_topic(self._config), encode_json(payload), 1, True, self._props.get(JSON))
+        description = self._description
+        if description is None or not self._link.connected:
+            return
+        docs = documents(description)
+        now = announced_topics(description)
+        stale = self._announced.stale(now)
+        self._announced.add_removals(docs)
+        # Home Assistant removes the entities first (removed devices, then dropped components),
+        # then their retained states are cleared (an empty state would be an error to an entity).
+        for topic in (t for t in stale if t.endswith("/config")):
+            self._link.send(topic, b"", 1, True, None)
+        for topic, payload in docs.items():
+            self._link.send(topic, encode_json(payload), 1, True, self._props.get(JSON))
+        for topic in (t for t in stale if not t.endswith("/config")):
+            self._link.send(topic, b"", 1, True, None)
+        if stale:
+            logger.info("MQTT: cleared %d retained topic(s) of cameras and regions no longer configured",
+                        len(stale))
+            self.cameras.forget(stale)
+            with self._region_lock:
+                for topic in stale:
+                    self._region_states.pop(topic, None)
+        self._announced.remember(now, docs)

@@ -31,6 +31,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.config import Config
 from edgecam.control.protocol import DaemonControl
+from edgecam.publish.mqtt import announced, cameras
 from edgecam.publish.mqtt.command_worker import CommandHandler
 from edgecam.publish.mqtt.connection import (
     FailureLog,
@@ -42,7 +43,10 @@ from edgecam.publish.mqtt.connection import (
     make_client,
 )
 from edgecam.publish.mqtt.delivery import Delivery, StateCache
+from edgecam.publish.mqtt.discovery import Description
 from edgecam.publish.mqtt.link import Link
+from edgecam.publish.mqtt.memory import RegionMemory
+from edgecam.publish.mqtt.memory import default_path as memory_path
 from edgecam.publish.mqtt.outbox import Entry, Outbox, default_path
 from edgecam.publish.mqtt.properties import JSON, TEXT, MessageProperties
 from edgecam.publish.mqtt.pump import WINDOW, OutboxPump
@@ -71,13 +75,17 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, config: Config, control: DaemonControl | None = None, *,
-                 discovery_delay_s: tuple[float, float] = (1.0, 5.0), outbox: Outbox | None = None) -> None:
+                 discovery_delay_s: tuple[float, float] = (1.0, 5.0), outbox: Outbox | None = None,
+                 wait_for_description: bool = False) -> None:
+        """``wait_for_description``: announce nothing to Home Assistant before ``describe()``
+        (the daemon: its models, and so the regions' labels, are not loaded yet)."""
         self._config = config
         self._cfg = config.mqtt
         self._topics = Topics.from_config(config)
         self._props = MessageProperties(self._cfg.protocol == "5", config.device_id)
         self._results = ResultQueue(self._cfg.queue_size, self._cfg.result_expiry_s)
         self.outbox = outbox if outbox is not None else make_outbox(config)
+        self.memory = RegionMemory(memory_path(config))  # each region's last state, for the next start
         self._stopping = False
         self._pump_posted = False
         self._counts = {"published": 0, "errors": 0, "connect_failures": 0, "connects": 0}
@@ -88,11 +96,14 @@ class MqttSink(Sink):
         self._pump = OutboxPump(self.outbox, self._publish_entry)
         self._state = StateCache(control)
         self._delivery = Delivery(config, self._link, self._topics, self._props, self.outbox, self._pump,
-                                  self._state, self._flush, commands_on, discovery_delay_s)
+                                  self._state, self._flush, commands_on, discovery_delay_s,
+                                  announced.Announced(announced.default_path(config)),
+                                  None if wait_for_description else Description(config),
+                                  control.snapshot_jpeg if control is not None else None)
         self._delivery_worker = EventWorker("edgecam-mqtt", self._on_delivery_event, _EVENT_QUEUE,
                                             self._delivery.idle, self._delivery.wait_s)
         self._commands = CommandHandler(self._cfg.commands, control, self._link, self._topics, self._props,
-                                        self._state, RejectLog())
+                                        self._state, RejectLog(), camera_images=self._cfg.discovery.enabled)
         self._command_worker = EventWorker("edgecam-mqtt-cmd", self._commands.handle, self._cfg.commands.queue_size,
                                            self._commands.idle)
         client = self._link.client
@@ -190,6 +201,14 @@ class MqttSink(Sink):
         """Publish discovery and state again (the models changed: new labels, new names)."""
         self._delivery_worker.post(("refresh",))
 
+    def describe(self, config: Config, labels: dict[str, list[str]], models: dict[str, str]) -> None:
+        """What runs now (after the start and every change): the config, and per ``camera/region``
+        its model's labels and name. Discovery is sent again, and what is gone cleaned up."""
+        self._delivery.describe(Description(config, labels, models))
+        self.memory.keep_only({f"{camera}/{region}" for camera, cfg in config.camera_configs().items()
+                               for region in cfg.regions})
+        self.refresh()
+
     # ----------------------------------------------------------- Sink API
     def publish_result(self, result: Result) -> None:
         payload = encode_json(result.to_payload())
@@ -209,9 +228,12 @@ class MqttSink(Sink):
         """Retained, QoS 1, through the outbox; the latest per region is re-sent after every reconnect."""
         topic = self._topics.region_state(state["camera"], state["region"])
         payload = encode_json(state)
+        self.memory.remember(state)
         self._delivery.remember_region_state(topic, payload, state["camera"], state["region"])
         self.outbox.append(topic, payload, True, state["camera"], state["region"])
         self._post_pump()
+        if self._cfg.discovery.enabled and self._cfg.discovery.snapshot_on_change:
+            self._delivery_worker.post(("snapshot", state["camera"]))  # (a full queue: no picture this time)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         """Not queued while disconnected: a stale stats snapshot is worthless."""
@@ -222,6 +244,7 @@ class MqttSink(Sink):
         self._state.remember(state)
         if self._link.connected:
             self._link.send(self._topics.state, encode_json(state), 1, True, self._props.get(JSON))
+        self._delivery.send_camera_topics(state)
 
     # ----------------------------------------------------------- sending
     def _send_result(self, item: Queued) -> bool:
@@ -326,5 +349,10 @@ class MqttSink(Sink):
                 ("command", bytes(message.payload))
             if not self._command_worker.post(event):
                 self._commands.busy(bytes(message.payload), self._command_worker.waiting)
-        elif message.topic == self._topics.ha_status and message.payload.strip() == ONLINE.encode():
-            self._delivery.ha_online()
+        elif message.topic == self._topics.ha_status:
+            if message.payload.strip() == ONLINE.encode():
+                self._delivery.ha_online()
+        else:  # Home Assistant's switch or button: the ordinary command, on the command worker
+            command = cameras.ha_command(self._topics, message.topic, bytes(message.payload))
+            if command is not None and not message.retain and not self._command_worker.post(("command", command)):
+                self._commands.busy(command, self._command_worker.waiting)

@@ -16,6 +16,17 @@ topic                       retained  QoS   payload
 ``<prefix>/cmd``            (in)      1     JSON command, see edgecam.publish.mqtt.commands
 ``<prefix>/cmd/response``   no        1     JSON reply to each command
 ==========================  ========  ====  =========================================
+
+With Home Assistant discovery on, each camera has a few more (``cameras.py``):
+
+===================================  ========  =============================================
+``<prefix>/<cam>/availability``      yes       ``online`` while frames arrive and it runs
+``<prefix>/<cam>/connected``         yes       ``ON`` / ``OFF``: frames arrive from its source
+``<prefix>/<cam>/running``           yes       ``ON`` / ``OFF``: classifying / paused
+``<prefix>/<cam>/running/set``       (in)      ``ON`` / ``OFF`` from Home Assistant's switch
+``<prefix>/<cam>/snapshot/press``    (in)      any payload: a snapshot of that camera
+``<prefix>/<cam>/snapshot``          yes       JPEG: that camera's latest snapshot
+===================================  ========  =============================================
 """
 
 from __future__ import annotations
@@ -77,6 +88,19 @@ class Topics:
     @property
     def ha_status(self) -> str:
         return f"{self.discovery_prefix}/{HA_STATUS_TOPIC_SUFFIX}"
+
+    def camera(self, camera: str, leaf: str) -> str:
+        """A per-camera topic: ``leaf`` is availability, connected, running, running/set,
+        snapshot/press or snapshot (three or four levels: never a region's state or result)."""
+        return f"{self.prefix}/{camera}/{leaf}"
+
+    def camera_of(self, topic: str, leaf: str) -> str | None:
+        """The camera named in ``topic`` when it is that camera's ``leaf`` topic, else None."""
+        head, sep, tail = topic.partition(f"{self.prefix}/")
+        if head or not sep or not tail.endswith(f"/{leaf}"):
+            return None
+        camera = tail[: -len(leaf) - 1]
+        return camera if camera and "/" not in camera else None
 
     def ha_device_config(self, device_id: str) -> str:
         return f"{self.discovery_prefix}/device/{device_id}/config"
