@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from playwright.sync_api import Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from edgecam.config import HttpPreviewConfig
 from edgecam.preview.hub import PreviewHub
@@ -35,7 +36,10 @@ _SHOWN = """() => document.getElementById("imgsize").dataset.width !== "0"
 
 def _shown(page: Page) -> None:
     """Wait until the page shows a decoded frame, the Top-3 and the latencies."""
-    page.wait_for_function(_SHOWN, timeout=30_000)
+    try:
+        page.wait_for_function(_SHOWN, timeout=30_000)
+    except PlaywrightTimeoutError as err:
+        raise AssertionError(f"no frame and Top-3 within 30 s; the page: {page.content()[:3000]}") from err
 
 
 class Live:
@@ -114,18 +118,12 @@ _PNG_BYTES_JS = f'Uint8Array.from(atob("{_PNG_B64}"), (c) => c.charCodeAt(0))'
 
 def test_the_classify_page_uploads_a_file_in_chromium(live: Live, browser: Browser) -> None:
     page = browser.open(live.url + "classify")
-    out = page.evaluate("""(async () => {
-        const input = document.querySelector('input[type=file]');
-        const files = new DataTransfer();
-        files.items.add(new File([%s], "cat.png", {type: "image/png"}));
-        input.files = files.files;
-        document.getElementById("form").requestSubmit();
-        const out = document.getElementById("out");
-        for (let i = 0; i < 400 && (out.textContent === "" || out.textContent === "classifying..."); i++) {
-            await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-        return out.textContent;
-    })()""" % _PNG_BYTES_JS)
+    page.locator("input[type=file]").set_input_files(
+        {"name": "cat.png", "mimeType": "image/png", "buffer": base64.b64decode(_PNG_B64)})
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_function("""() => !["", "classifying..."].includes(document.getElementById("out").textContent)""",
+                           timeout=20_000)
+    out = page.locator("#out").text_content() or ""
     lines = out.splitlines()
     assert [line.split()[-1] for line in lines[:3]] == ["red", "green", "blue"], out  # ControlDouble's Top-3
     assert lines[-1].endswith(" ms"), out
