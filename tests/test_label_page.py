@@ -17,9 +17,8 @@ from edgecam.bench.media import moving_frames
 from edgecam.config import parse_config
 from edgecam.service.daemon import Daemon
 from edgecam.sources.memory import MemorySource
-from tests.support.chromium_cdp import Chromium
+from tests.support.browser import chromium
 from tests.support.mqtt import wait_until
-from tests.test_preview_page import _CDP_FLAGS, _chromium
 
 
 class Live:
@@ -98,25 +97,20 @@ def test_the_sample_api_lists_labels_in_bulk_deletes_and_captures(live: Live) ->
     assert status == 415  # a cross-site form or text/plain POST cannot drive the API
 
 
-def test_the_label_page_selects_many_and_labels_them_in_chromium(live: Live, tmp_path: Path) -> None:
-    browser = Chromium(_chromium(), _CDP_FLAGS, tmp_path / "profile")
-    try:
-        session = browser.open(live.url + "/label")
-        done = browser.evaluate(session, """(async () => {
-            const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-            for (let i = 0; i < 100 && document.querySelectorAll('.grid[data-label="inbox"] img').length < 4; i++)
-                await wait(50);
-            const thumbs = [...document.querySelectorAll('.grid[data-label="inbox"] img')];
-            thumbs[0].click(); thumbs[1].click();
-            document.getElementById("label").value = "open";
-            document.getElementById("apply").click();
-            for (let i = 0; i < 100 && !document.querySelector('.grid[data-label="open"]'); i++) await wait(50);
-            return {status: document.getElementById("status").textContent,
-                    open: document.querySelectorAll('.grid[data-label="open"] img').length,
-                    usage: document.getElementById("usage").textContent};
-        })()""")
-    finally:
-        browser.close()
+def test_the_label_page_selects_many_and_labels_them_in_chromium(live: Live) -> None:
+    with chromium() as browser:
+        page = browser.open(live.url + "/label")
+        inbox = page.locator('.grid[data-label="inbox"] img')
+        page.wait_for_function("""() =>
+            document.querySelectorAll('.grid[data-label="inbox"] img').length >= 4""", timeout=20_000)
+        inbox.nth(0).click()  # real clicks on two thumbnails, a label typed in, the button
+        inbox.nth(1).click()
+        page.locator("#label").fill("open")
+        page.locator("#apply").click()
+        page.wait_for_function("""() => document.querySelector('.grid[data-label="open"]')""", timeout=20_000)
+        done = page.evaluate("""() => ({status: document.getElementById("status").textContent,
+            open: document.querySelectorAll('.grid[data-label="open"] img').length,
+            usage: document.getElementById("usage").textContent})""")
     assert done["status"] == "2 labelled" and done["open"] == 2, done
     assert done["usage"].endswith("MB") and "/8 files" in done["usage"]
     assert len(list((live.dataset / "open").glob("*.jpg"))) == 2

@@ -1,4 +1,5 @@
-"""The preview page in a real headless Chromium (Debian package ``chromium``).
+"""The preview page in a real headless Chromium (Debian package ``chromium``), driven by
+Playwright (tests/support/browser.py).
 
 The page must work offline with no external assets: the MJPEG <img> gets
 decoded frames (the page writes naturalWidth/Height into #imgsize) and the
@@ -9,11 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import re
-import shutil
-import signal
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,40 +19,27 @@ from typing import Iterator
 import cv2
 import numpy as np
 import pytest
+from playwright.sync_api import Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from edgecam.config import HttpPreviewConfig
 from edgecam.preview.hub import PreviewHub
 from edgecam.web import HttpPreview
-from tests.support.chromium_cdp import Chromium
+from tests.support.browser import Browser, chromium
 from tests.support.web_control import ControlDouble, chelsea_bgr, make_result
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=800,600", "--virtual-time-budget=4000",
-]
+_SHOWN = """() => document.getElementById("imgsize").dataset.width !== "0"
+    && document.querySelectorAll("#top li.label").length === 3
+    && document.getElementById("inference").textContent !== "-"
+    && document.getElementById("stream").complete"""
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("headless Chromium not found: install Debian's package with `apt-get install chromium`")
-
-
-def _run_chromium(args: list[str], tmp_path: Path) -> str:
-    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
+def _shown(page: Page) -> None:
+    """Wait until the page shows a decoded frame, the Top-3 and the latencies."""
     try:
-        out, _ = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
-    return out
+        page.wait_for_function(_SHOWN, timeout=30_000)
+    except PlaywrightTimeoutError as err:
+        raise AssertionError(f"no frame and Top-3 within 30 s; the page: {page.content()[:3000]}") from err
 
 
 class Live:
@@ -92,8 +76,16 @@ def live_preview(live: Live) -> str:
     return live.url
 
 
-def test_page_shows_stream_and_top3_in_headless_chromium(live_preview: str, tmp_path: Path) -> None:
-    dom = _run_chromium(["--dump-dom", live_preview], tmp_path)
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with chromium(["--host-resolver-rules=MAP evil.example 127.0.0.1, MAP rebind.example 127.0.0.1"]) as launched:
+        yield launched
+
+
+def test_page_shows_stream_and_top3_in_headless_chromium(live_preview: str, browser: Browser) -> None:
+    page = browser.open(live_preview)
+    _shown(page)
+    dom = page.content()
     size = re.search(r'id="imgsize" data-width="(\d+)" data-height="(\d+)"', dom)
     assert size, "the #imgsize cell is missing from the rendered DOM"
     assert (int(size.group(1)), int(size.group(2))) == (451, 300)  # MJPEG frames decoded by the browser
@@ -103,9 +95,11 @@ def test_page_shows_stream_and_top3_in_headless_chromium(live_preview: str, tmp_
     assert re.search(r'id="inference">12\.5 ms<', dom) and re.search(r'id="health" class="ok">ok<', dom)
 
 
-def test_page_screenshot_is_not_blank(live_preview: str, tmp_path: Path) -> None:
+def test_page_screenshot_is_not_blank(live_preview: str, browser: Browser, tmp_path: Path) -> None:
     shot = tmp_path / "preview.png"
-    _run_chromium([f"--screenshot={shot}", live_preview], tmp_path)
+    page = browser.open(live_preview)
+    _shown(page)
+    page.screenshot(path=str(shot))  # the 800x600 viewport
     image = cv2.imread(str(shot), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[:2] == (600, 800)
     assert float(image.std()) > 20  # not a blank page
@@ -120,31 +114,16 @@ def test_page_screenshot_is_not_blank(live_preview: str, tmp_path: Path) -> None
 
 _PNG_B64 = base64.b64encode(cv2.imencode(".png", chelsea_bgr())[1].tobytes()).decode()
 _PNG_BYTES_JS = f'Uint8Array.from(atob("{_PNG_B64}"), (c) => c.charCodeAt(0))'
-_CDP_FLAGS = [f for f in CHROMIUM_FLAGS if not f.startswith("--virtual-time-budget")]
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Chromium]:
-    chromium = Chromium(_chromium(), [*_CDP_FLAGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"],
-                        tmp_path / "cdp-profile")
-    yield chromium
-    chromium.close()
-
-
-def test_the_classify_page_uploads_a_file_in_chromium(live: Live, browser: Chromium) -> None:
-    session = browser.open(live.url + "classify")
-    out = browser.evaluate(session, """(async () => {
-        const input = document.querySelector('input[type=file]');
-        const files = new DataTransfer();
-        files.items.add(new File([%s], "cat.png", {type: "image/png"}));
-        input.files = files.files;
-        document.getElementById("form").requestSubmit();
-        const out = document.getElementById("out");
-        for (let i = 0; i < 400 && (out.textContent === "" || out.textContent === "classifying..."); i++) {
-            await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-        return out.textContent;
-    })()""" % _PNG_BYTES_JS)
+def test_the_classify_page_uploads_a_file_in_chromium(live: Live, browser: Browser) -> None:
+    page = browser.open(live.url + "classify")
+    page.locator("input[type=file]").set_input_files(
+        {"name": "cat.png", "mimeType": "image/png", "buffer": base64.b64decode(_PNG_B64)})
+    page.get_by_role("button", name="Classify").click()
+    page.wait_for_function("""() => !["", "classifying..."].includes(document.getElementById("out").textContent)""",
+                           timeout=20_000)
+    out = page.locator("#out").text_content() or ""
     lines = out.splitlines()
     assert [line.split()[-1] for line in lines[:3]] == ["red", "green", "blue"], out  # ControlDouble's Top-3
     assert lines[-1].endswith(" ms"), out
@@ -152,9 +131,9 @@ def test_the_classify_page_uploads_a_file_in_chromium(live: Live, browser: Chrom
     assert live.preview.forbidden == {}
 
 
-def test_a_rebound_name_gets_403_instead_of_the_page(live: Live, tmp_path: Path) -> None:
+def test_a_rebound_name_gets_403_instead_of_the_page(live: Live, browser: Browser) -> None:
     url = live.url.replace("127.0.0.1", "rebind.example")
-    dom = _run_chromium(["--host-resolver-rules=MAP rebind.example 127.0.0.1", "--dump-dom", url], tmp_path)
+    dom = browser.open(url).content()
     assert "preview.http.allowed_hosts" in dom and 'id="stream"' not in dom, dom[:300]
     assert live.preview.forbidden["host"] >= 1
 
@@ -173,15 +152,15 @@ class _AttackerPage(BaseHTTPRequestHandler):
         pass
 
 
-def test_another_site_cannot_post_uploads_from_the_users_browser(live: Live, browser: Chromium) -> None:
+def test_another_site_cannot_post_uploads_from_the_users_browser(live: Live, browser: Browser) -> None:
     """A page on evil.example sends what a browser sends without asking (no CORS
     preflight): a text/plain POST and a form POST, both carrying a real image."""
     _AttackerPage.html = b"<!doctype html><title>cats</title><p>cute cats</p>"
     attacker = ThreadingHTTPServer(("127.0.0.1", 0), _AttackerPage)
     threading.Thread(target=attacker.serve_forever, daemon=True).start()
     try:
-        session = browser.open(f"http://evil.example:{attacker.server_address[1]}/")
-        sent = browser.evaluate(session, """(async () => {
+        page = browser.open(f"http://evil.example:{attacker.server_address[1]}/")
+        sent = page.evaluate("""(async () => {
             const target = "%sclassify";
             const bytes = %s;
             const results = [];
@@ -231,37 +210,40 @@ def two_cameras() -> Iterator[Live]:
 
 
 def test_the_page_shows_every_camera_its_regions_and_draws_a_box_as_yaml(two_cameras: Live,
-                                                                        browser: Chromium) -> None:
-    session = browser.open(two_cameras.url)
-    page = browser.evaluate(session, """(async () => {
-        const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-        for (let i = 0; i < 100 && document.querySelectorAll("#regions tr").length < 2; i++) await wait(50);
-        for (let i = 0; i < 100 && document.getElementById("stream").naturalWidth === 0; i++) await wait(50);
-        const canvas = document.getElementById("draw"), rect = canvas.getBoundingClientRect();
-        const at = (fx, fy) => ({clientX: rect.left + fx * rect.width, clientY: rect.top + fy * rect.height,
-                                 bubbles: true, pointerId: 1});
-        canvas.dispatchEvent(new PointerEvent("pointerdown", at(0.75, 0.6)));
-        canvas.dispatchEvent(new PointerEvent("pointermove", at(0.5, 0.4)));
-        canvas.dispatchEvent(new PointerEvent("pointerup", at(0.25, 0.2)));
-        const garage = {
-            cameras: [...document.querySelectorAll("#cameras button")].map((b) => b.textContent),
-            regions: [...document.querySelectorAll("#regions tr")].map((tr) => tr.textContent),
-            stream: document.getElementById("stream").src,
-            yaml: document.getElementById("yaml").textContent,
-        };
-        document.querySelectorAll("#cameras button")[1].click();
-        for (let i = 0; i < 100 && !document.getElementById("stream").src.endsWith("yard"); i++) await wait(50);
-        await wait(700);
-        return {garage, yard: document.getElementById("stream").src,
-                yardRegions: document.querySelectorAll("#regions tr").length};
-    })()""")
-    garage = page["garage"]
+                                                                        browser: Browser) -> None:
+    page = browser.open(two_cameras.url)
+    page.wait_for_function("""() => document.querySelectorAll("#regions tr").length >= 2
+        && document.getElementById("stream").naturalWidth > 0""")
+    rect = page.locator("#draw").bounding_box()
+    assert rect is not None and rect["width"] > 100 and rect["height"] > 100, rect
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return rect["x"] + fx * rect["width"], rect["y"] + fy * rect["height"]
+
+    page.mouse.move(*at(0.75, 0.6))  # a real drag on the picture, bottom right to top left
+    page.mouse.down()
+    page.mouse.move(*at(0.5, 0.4), steps=3)
+    page.mouse.move(*at(0.25, 0.2), steps=3)
+    page.mouse.up()
+    garage = page.evaluate("""() => ({
+        cameras: [...document.querySelectorAll("#cameras button")].map((b) => b.textContent),
+        regions: [...document.querySelectorAll("#regions tr")].map((tr) => tr.textContent),
+        stream: document.getElementById("stream").src,
+        yaml: document.getElementById("yaml").textContent,
+    })""")
+    page.locator("#cameras button").nth(1).click()
+    page.wait_for_function("""() => document.getElementById("stream").src.endsWith("yard")""")
+    page.wait_for_timeout(700)
+    yard = page.evaluate("""() => ({yard: document.getElementById("stream").src,
+                                     yardRegions: document.querySelectorAll("#regions tr").length})""")
+    page_state = {"garage": garage, **yard}
+    garage = page_state["garage"]
     assert garage["cameras"] == ["garage", "yard"]
     assert garage["regions"][0].startswith("leftcat here") and garage["regions"][1].startswith("rightempty")
     assert garage["stream"].endswith("/stream.mjpg?camera=garage")
     assert garage["yaml"].splitlines() == ["cameras:", "  garage:", "    regions:", "      new_region:",
                                            "        box: [0.250, 0.200, 0.750, 0.600]"]
-    assert page["yard"].endswith("/stream.mjpg?camera=yard") and page["yardRegions"] == 0
+    assert page_state["yard"].endswith("/stream.mjpg?camera=yard") and page_state["yardRegions"] == 0
 
 
 def test_an_unknown_camera_is_404(two_cameras: Live) -> None:
