@@ -11,8 +11,8 @@ from edgecam.model.types import Label
 from edgecam.publish.mqtt.discovery import Description, discovery_payload, documents
 from edgecam.regions.debounce import RegionState
 from edgecam.regions.region import Region, resolve
-from edgecam.service.status import _region_counters
 from edgecam.service.stats import LatencyWindow, StatsCollector
+from edgecam.service.status import _region_counters
 from tests.support.mqtt import make_result, mqtt_config, wait_until
 
 LABELS = ["closed", "open", "unknown"]
