@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import Config, apply_overrides, load_config
+from edgecam.config import Config, apply_overrides, load_config, parse_config
 from edgecam.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,3 +122,11 @@ def test_command_line_overrides_are_validated_too() -> None:
         apply_overrides(config, {"mqtt.port": 99999})
     proc = run_edgecam("run", "--mqtt-port", "99999", cwd=REPO)
     assert proc.returncode == 2 and "mqtt.port" in proc.stderr
+
+
+def test_a_device_index_written_as_a_bare_number_is_taken_as_one() -> None:
+    """``uri: 0`` is what the docs show for USB camera 0; YAML reads it as an int."""
+    assert parse_config({"source": {"uri": 0}}).source.uri == "0"
+    assert parse_config({"cameras": {"usb": {"uri": 1}}}).cameras["usb"].uri == "1"
+    with pytest.raises(ConfigError, match=r"source\.uri"):
+        parse_config({"source": {"uri": True}})

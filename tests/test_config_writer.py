@@ -95,3 +95,30 @@ def test_a_full_disk_is_one_clear_error_and_the_file_stays(tmp_path: Path, monke
     monkeypatch.undo()
     assert path.read_text() == USER_FILE
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left behind
+
+
+def test_a_region_for_the_single_camera_moves_source_under_cameras(tmp_path: Path) -> None:
+    """A config in the one-camera layout (``source:``) gets a region from the web page: its
+    camera is ``default``, so ``source:`` becomes ``cameras.default`` with its comments."""
+    path = tmp_path / "config.yaml"
+    path.write_text("# my camera\nsource:\n  uri: 0  # the USB one\n  fps: 10\nmqtt:\n  enabled: false\n")
+    config = ConfigFile(path).edit({"cameras.default.regions.door.box": [0.1, 0.2, 0.5, 0.9]})
+    text = path.read_text()
+    assert "source:" not in text and "# the USB one" in text and "# my camera" in text
+    camera = config.cameras["default"]
+    assert (camera.uri, camera.fps, camera.regions["door"].box) == ("0", 10.0, (0.1, 0.2, 0.5, 0.9))
+
+
+def test_a_file_without_a_source_keeps_running_the_demo_when_it_gets_a_region(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("mqtt:\n  enabled: false\n")
+    config = ConfigFile(path).edit({"cameras.default.regions.door.box": [0.1, 0.2, 0.5, 0.9]})
+    assert config.cameras["default"].uri == "demo" and "door" in config.cameras["default"].regions
+
+
+def test_another_camera_name_in_a_one_camera_file_is_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("source:\n  uri: demo\n")
+    with pytest.raises(ConfigError, match=r"cameras\.garage"):
+        ConfigFile(path).edit({"cameras.garage.regions.door.box": [0.1, 0.2, 0.5, 0.9]})
+    assert path.read_text() == "source:\n  uri: demo\n"

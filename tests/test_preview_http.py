@@ -25,9 +25,11 @@ from tests.support.web_control import ControlDouble, channel_top3, chelsea_bgr, 
 
 def test_health_flips_between_200_and_503(start_preview) -> None:
     srv = start_preview()
-    assert srv.get_json("/health") == (200, {"ok": True, "reason": "ok"})
+    int8 = srv.control.int8_kernels()  # which INT8 kernels run, beside the verdict
+    assert srv.get_json("/health") == (200, {"ok": True, "reason": "ok", "int8": int8})
     srv.control.healthy = (False, "no frame for 12.0 s (source lost)")
-    assert srv.get_json("/health") == (503, {"ok": False, "reason": "no frame for 12.0 s (source lost)"})
+    assert srv.get_json("/health") == (503, {"ok": False, "reason": "no frame for 12.0 s (source lost)",
+                                            "int8": int8})
     srv.control.healthy = (True, "ok")
     assert srv.get_json("/health")[0] == 200
 

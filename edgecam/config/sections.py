@@ -51,6 +51,12 @@ class SourceConfig(Section):
     backoff: BackoffConfig = BackoffConfig()
     picamera2: Picamera2Config = Picamera2Config()
 
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _device_index(cls, value: Any) -> Any:
+        """``uri: 0`` (USB camera 0, as the docs show it) reads as an int in YAML."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("fourcc")
     @classmethod
     def _fourcc_four_chars(cls, value: Optional[str]) -> Optional[str]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 if TYPE_CHECKING:
     from ruamel.yaml import YAML
 
+from edgecam.config.cameras import DEFAULT_CAMERA
 from edgecam.config.loader import load_text, read_text
 from edgecam.config.root import Config
 from edgecam.errors import ConfigConflict, ConfigError
@@ -84,6 +85,8 @@ class ConfigFile:
             data = CommentedMap()
         if not isinstance(data, CommentedMap):
             raise ConfigError(f"{self.path}: top level must be a mapping")
+        if any(dotted.startswith(f"cameras.{DEFAULT_CAMERA}.") for dotted in edits):
+            _promote_single_source(data)
         for dotted, value in edits.items():
             _apply(data, dotted, value, self.path)
         out = io.StringIO()
@@ -130,6 +133,26 @@ class ConfigFile:
         """Put the previous file back (a written change that could not be applied)."""
         if self.backup.exists():
             os.replace(self.backup, self.path)
+
+
+def _promote_single_source(data: Any) -> None:
+    """The one-camera layout (``source:``, or no camera at all) runs a camera named ``default``;
+    an edit of that camera (the web page's region editor) moves ``source:`` under
+    ``cameras.default`` first, comments and all. The running config is the same."""
+    from ruamel.yaml.comments import CommentedMap
+
+    if "cameras" in data:
+        return
+    source = data.get("source")
+    if source is None:
+        source = CommentedMap(uri="demo")  # what runs when the file names no source
+    elif not isinstance(source, CommentedMap):
+        return  # the validation that follows names what is wrong
+    else:
+        source.setdefault("uri", "demo")
+    position = list(data).index("source") if "source" in data else len(data)
+    data.pop("source", None)
+    data.insert(position, "cameras", CommentedMap({DEFAULT_CAMERA: source}))
 
 
 def _apply(data: Any, dotted: str, value: Any, file: Path) -> None:
