@@ -66,6 +66,7 @@ class StatusReport:
             "published": publisher.published,
             "suppressed": publisher.suppressed,
             "publish_dropped": publisher.dropped + mqtt.get("dropped", 0) + stdout_dropped,
+            "mqtt_dropped": mqtt.get("dropped", 0),  # of those handed to MQTT (the rest never were)
             "publish_expired": mqtt.get("expired", 0),
             "queue_depth": publisher.queue_depth + mqtt.get("queued", 0),
             "mqtt_connected": mqtt.get("connected") if self._mqtt_counters is not None else None,
