@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from edgecam.errors import ConfigConflict, ConfigError, EdgecamError, ModelError
 from edgecam.web.errors import HttpError
 from edgecam.web.request import Request
 from edgecam.web.train_job import model_name
-from edgecam.web.train_routes import _call, _ids, _param, _read_json, _text
+from edgecam.web.train_routes import _call, _ids, _param, _read_json, _text, edit_config
 
 TRIGGERS = ("every", "interval", "motion")
 MAX_SUGGEST = 50  # per request: a few seconds of a Pi's model time
@@ -45,18 +44,6 @@ def _number(data: dict[str, Any], key: str, default: float, low: float, high: fl
     return float(value)
 
 
-def _edit(req: Request, edits: dict[str, Any]) -> dict[str, Any]:
-    try:
-        reply: dict[str, Any] = req.app.control.edit_config(edits)
-    except ConfigConflict as err:
-        raise HttpError(409, str(err)) from None
-    except (ConfigError, ModelError) as err:
-        raise HttpError(422, str(err)) from None
-    except EdgecamError as err:
-        raise HttpError(503, str(err)) from None
-    return reply
-
-
 def api_region_info(req: Request) -> None:
     """Where a region's samples and models are, and its box, trigger and confirm as they run."""
     camera, region = _param(req, "camera"), _param(req, "region")
@@ -82,7 +69,7 @@ def api_define_region(req: Request) -> None:
                              f"{key}.confirm": int(_number(data, "confirm", 3, 1, 100))}
     if trigger == "interval":
         edits[f"{key}.interval_s"] = _number(data, "interval_s", 5.0, 0.1, 86400)
-    reply = _edit(req, edits)
+    reply = edit_config(req, edits)
     req.send_json(200, {**reply, "camera": camera, "region": region, "box": edits[f"{key}.box"]})
 
 
@@ -191,5 +178,5 @@ def api_rollback(req: Request) -> None:
     if previous is None:
         raise HttpError(409, f"{camera}/{region} runs {Path(files['model']).name}, which no deploy from this "
                              "page replaced anything with: nothing to roll back to")
-    reply = _edit(req, {f"{files['key']}.model": previous})
+    reply = edit_config(req, {f"{files['key']}.model": previous})
     req.send_json(200, {**reply, "model": previous})

@@ -128,15 +128,21 @@ def api_config(req: Request) -> None:
         edits = parse_edits(_read_json(req))
     except ConfigError as err:
         raise HttpError(400, str(err)) from None
+    req.send_json(200, edit_config(req, edits))
+
+
+def edit_config(req: Request, edits: dict[str, Any]) -> dict[str, Any]:
+    """The control surface's ``edit_config``, its errors as HTTP: 409 the file changed meanwhile,
+    422 the result does not validate or load, 503 anything else."""
     try:
-        reply = req.app.control.edit_config(edits)
+        reply: dict[str, Any] = req.app.control.edit_config(edits)
     except ConfigConflict as err:
         raise HttpError(409, str(err)) from None
     except (ConfigError, ModelError) as err:
         raise HttpError(422, str(err)) from None
     except EdgecamError as err:
         raise HttpError(503, str(err)) from None
-    req.send_json(200, reply)
+    return reply
 
 
 def api_model(req: Request) -> None:
