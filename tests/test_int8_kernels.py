@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecam.bench.media import photo_bgr
 from edgecam.config.loader import load_text
 from edgecam.errors import ConfigError
 from edgecam.model import cpu
@@ -67,10 +68,15 @@ def test_a_classifier_follows_this_hosts_choice_unless_told(effnet_models) -> No
 
 
 def test_exact_kernels_give_the_same_answers_on_every_host(effnet_models) -> None:
-    """Exact sums are exact: forced on, the outputs equal the host's choice wherever that
-    choice is exact (VNNI, AMX, ARM), and where it is not the choice *is* the exact path."""
-    rng = np.random.default_rng(3)
-    crops = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(4)]
+    """Where the host's choice is the exact path (x86 without VNNI) it is that path, bit for bit;
+    where the default kernels are already exact (VNNI, AMX, ARM), forcing the exact path changes
+    no answer: the same top-1 on every crop, probabilities within a rounding step or two (the
+    two kernels requantize in their own order, as the arm64 check's tolerances show)."""
+    crops = [photo_bgr(name) for name in ("chelsea", "coffee", "astronaut", "rocket")]  # clear winners
     forced = Classifier(effnet_models.int8, threads=1, exact_int8=True).probabilities_batch(crops)
     chosen = Classifier(effnet_models.int8, threads=1).probabilities_batch(crops)
-    assert np.array_equal(forced, chosen) or not cpu.auto().exact
+    if cpu.auto().exact:
+        assert np.array_equal(forced, chosen)
+    else:
+        assert (forced.argmax(axis=1) == chosen.argmax(axis=1)).all()
+        assert float(np.abs(forced - chosen).max()) < 0.05
